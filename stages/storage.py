@@ -1,0 +1,121 @@
+"""The one place that reads and writes stage outputs.
+
+Datasets are written in the layout of `datasets.Dataset.save_to_disk` (an Arrow IPC
+stream plus `state.json` and `dataset_info.json`) so `datasets.load_from_disk` opens
+every output, but without importing `datasets`, and byte-for-byte reproducibly:
+`save_to_disk` may store a random `_fingerprint`, ours is a hash of the data.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import pyarrow as pa
+
+from stages.errors import UserError
+
+DATA_FILE = "data-00000-of-00001.arrow"
+
+
+@contextmanager
+def replacing(path) -> Iterator[Path]:
+    """Yield a temporary sibling of `path` to write into; it replaces `path` only on success.
+
+    A failed or killed stage therefore never leaves an output that looks complete.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.partial")
+    _remove(temporary)
+    temporary.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield temporary
+    except BaseException:
+        _remove(temporary)
+        raise
+    _remove(path)
+    os.replace(temporary, path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def _feature(arrow_type: pa.DataType) -> dict:
+    """The `datasets` feature description of an Arrow type (the types our stages write)."""
+    if pa.types.is_fixed_size_list(arrow_type):
+        return {"feature": _feature(arrow_type.value_type), "length": arrow_type.list_size, "_type": "List"}
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return {"feature": _feature(arrow_type.value_type), "_type": "List"}
+    return {"dtype": str(arrow_type), "_type": "Value"}
+
+
+def write_dataset(folder, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
+    """Stream `batches` into a new dataset folder; return the number of rows written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True)
+    features = {field.name: _feature(field.type) for field in schema}
+    schema = schema.with_metadata({"huggingface": json.dumps({"info": {"features": features}})})
+    rows = 0
+    with pa.OSFile(str(folder / DATA_FILE), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for batch in batches:
+            writer.write(batch)
+            rows += batch.num_rows
+    info = {"citation": "", "description": "", "features": features, "homepage": "", "license": ""}
+    state = {
+        "_data_files": [{"filename": DATA_FILE}],
+        "_fingerprint": _file_hash(folder / DATA_FILE)[:16],
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": None,
+    }
+    write_json(folder / "dataset_info.json", info)
+    write_json(folder / "state.json", state)
+    return rows
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_dataset(folder, stage: str) -> pa.Table:
+    """Memory-map a dataset folder written by `stage` after checking it against its hash.
+
+    A corrupt or truncated folder is reported naming the stage that rebuilds it.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder} does not exist; run the '{stage}' stage first: dvc repro {stage}")
+    try:
+        state = json.loads((folder / "state.json").read_text())
+        data_file = folder / state["_data_files"][0]["filename"]
+        # A stream cut at a batch boundary still parses, so only the hash proves it whole.
+        if _file_hash(data_file)[:16] != state["_fingerprint"]:
+            raise ValueError(f"{data_file.name} does not match the hash in state.json")
+        return pa.ipc.open_stream(pa.memory_map(str(data_file))).read_all()
+    except (OSError, ValueError, LookupError, TypeError, pa.ArrowException) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(
+            f"{folder} is corrupt or truncated ({reason}); rebuild it with: dvc repro --force --single-item {stage}"
+        ) from None
+
+
+def write_json(path, values: dict) -> None:
+    """Write a small JSON file (metrics, dataset metadata) atomically, with stable formatting."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.partial")
+    temporary.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+    os.replace(temporary, path)
