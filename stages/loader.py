@@ -6,13 +6,14 @@
 
 `labels` equals `input_ids`; causal-LM models shift them internally. The blocks are
 memory-mapped, not loaded, and a whole batch is gathered in one indexing step.
+`Blocks` also works in a DataLoader of your own: it serves one block per index.
 """
 
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from stages.storage import read_dataset
 
@@ -43,14 +44,13 @@ class Blocks(Dataset):
         input_ids = torch.from_numpy(rows.astype(np.int64))
         return {"input_ids": input_ids, "labels": input_ids.clone()}
 
-    def __getitem__(self, index: int) -> dict:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"block {index} out of range for {len(self)} blocks")
-        return self._as_batch(self._rows([index % len(self)])[0])
-
-    def __getitems__(self, indices: list[int]) -> dict:
-        """A whole batch at once; the DataLoader calls this instead of __getitem__ per block."""
-        return self._as_batch(self._rows(indices))
+    def __getitem__(self, index) -> dict:
+        """One block (an int index) or a whole batch (a list of indices) in one gather."""
+        if isinstance(index, (int, np.integer)):
+            if not -len(self) <= index < len(self):
+                raise IndexError(f"block {index} out of range for {len(self)} blocks")
+            return self._as_batch(self._rows([index % len(self)])[0])
+        return self._as_batch(self._rows(index))
 
     def __getstate__(self) -> dict:
         # Worker processes reopen the memory map instead of receiving a pickled copy of it.
@@ -58,11 +58,6 @@ class Blocks(Dataset):
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["path"])
-
-
-def collate_blocks(batch):
-    """Pass through a batch made by Blocks.__getitems__; stack a list of single blocks."""
-    return batch if isinstance(batch, dict) else default_collate(batch)
 
 
 def make_dataloader(
@@ -73,12 +68,8 @@ def make_dataloader(
     The shuffled order depends only on `seed` (a new order each epoch, the same
     sequence of orders every run). Extra keyword arguments go to DataLoader.
     """
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        Blocks(path),
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
-        collate_fn=collate_blocks,
-        **dataloader_kwargs,
-    )
+    blocks = Blocks(path)
+    order = RandomSampler(blocks, generator=torch.Generator().manual_seed(seed)) if shuffle else SequentialSampler(blocks)
+    # The sampler yields whole batches of indices, so each batch is one gather, not
+    # batch_size item fetches plus a collate; batch_size=None tells DataLoader so.
+    return DataLoader(blocks, sampler=BatchSampler(order, batch_size, drop_last=False), batch_size=None, **dataloader_kwargs)

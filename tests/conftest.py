@@ -1,0 +1,55 @@
+"""Shared fixtures: a temporary git clone of this repository, and a runner for its commands."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# No machine running the tests reaches the Hugging Face Hub: fail at once instead of retrying.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+REPO = Path(__file__).resolve().parents[1]
+# dvc, python and pytest of the environment running the tests, whatever PATH says.
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def run(args, cwd, check=True, **env) -> subprocess.CompletedProcess:
+    """Run a command in `cwd`, returning its output; fail the test with its stderr if check."""
+    result = subprocess.run(
+        args, cwd=cwd, env={**ENV, "PYTHONPATH": str(cwd), **env}, capture_output=True, text=True
+    )
+    if check and result.returncode != 0:
+        pytest.fail(f"{' '.join(map(str, args))} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def clone_repo(destination: Path) -> Path:
+    """A git clone of this repository carrying the working tree's tracked files, committed.
+
+    In CI the working tree is a clean clone, so this is exactly `git clone`.
+    """
+    run(["git", "clone", "-q", str(REPO), str(destination)], cwd=REPO)
+    tracked = run(["git", "ls-files", "-z"], cwd=REPO).stdout.split("\0")
+    for name in filter(None, tracked):
+        source = REPO / name
+        if source.is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qam", "working tree", "--allow-empty"], cwd=destination)
+    return destination
+
+
+@pytest.fixture
+def repo_clone(tmp_path) -> Path:
+    return clone_repo(tmp_path / "repo")
+
+
+@pytest.fixture(scope="session")
+def built_repo(tmp_path_factory) -> Path:
+    """A clone in which `dvc repro` has run once; tests must not modify it."""
+    clone = clone_repo(tmp_path_factory.mktemp("built") / "repo")
+    run(["dvc", "repro"], cwd=clone)
+    return clone

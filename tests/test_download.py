@@ -1,0 +1,89 @@
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from stages.download import builtin_documents, load_batches, text_of
+from stages.errors import UserError
+
+
+def test_builtin_corpus_is_the_paragraphs_of_every_address():
+    documents = list(builtin_documents())
+    assert len(documents) == 25_488
+    assert sum(map(len, documents)) == 12_130_615
+    assert documents[0] == "Fellow-Citizens of the Senate and House of Representatives:"
+    assert all(doc == doc.strip() and doc for doc in documents)
+
+
+def test_builtin_corpus_has_only_train():
+    with pytest.raises(UserError, match="only the 'train' split"):
+        load_batches("sotu-paragraphs", "test")
+
+
+def test_text_of_skips_and_counts_empty_documents():
+    texts, empty = text_of(pa.table({"text": ["a", "", "b", ""], "label": [1, 2, 3, 4]}), "text")
+    assert texts.to_pylist() == ["a", "b"] and empty == 2
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        (pa.table({"review": ["a"], "label": [1]}), "no column 'text'; set download.text_column to one of: review, label"),
+        (pa.table({"text": [1, 2]}), "column 'text' holds int64, not text"),
+        (pa.table({"text": ["a", None, None]}), "column 'text' has 2 missing"),
+    ],
+)
+def test_bad_text_columns(table, message):
+    with pytest.raises(UserError, match=message):
+        text_of(table, "text")
+
+
+def write_imdb_like_repo(root, texts):
+    """A folder laid out like the Hub's IMDB dataset repository."""
+    (root / "plain_text").mkdir(parents=True)
+    (root / "README.md").write_text(
+        "---\nconfigs:\n- config_name: plain_text\n  data_files:\n"
+        "  - split: train\n    path: plain_text/train-*\n  - split: test\n    path: plain_text/test-*\n---\n"
+    )
+    labels = [i % 2 for i in range(len(texts))]
+    pq.write_table(pa.table({"text": texts, "label": labels}), root / "plain_text" / "train-00000-of-00001.parquet")
+    pq.write_table(pa.table({"text": ["test review"], "label": [0]}), root / "plain_text" / "test-00000-of-00001.parquet")
+    return root
+
+
+def test_hub_layout_folder_loads_through_datasets(tmp_path):
+    texts = [f"review number {i}" for i in range(25)]
+    repo = write_imdb_like_repo(tmp_path / "imdb", texts)
+    loaded = [text_of(batch, "text")[0] for batch in load_batches(str(repo), "train")]
+    assert pa.concat_arrays(loaded).to_pylist() == texts
+    loaded = [text_of(batch, "text")[0] for batch in load_batches(str(repo), "test")]
+    assert pa.concat_arrays(loaded).to_pylist() == ["test review"]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl", ".json", ".txt"])
+def test_local_files(tmp_path, suffix):
+    texts = ["first document", "second, with a comma", "third"]
+    path = tmp_path / f"corpus{suffix}"
+    if suffix == ".parquet":
+        pq.write_table(pa.table({"text": texts}), path)
+    elif suffix == ".csv":
+        path.write_text("text\n" + "".join(f'"{t}"\n' for t in texts))
+    elif suffix in (".jsonl", ".json"):
+        path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    else:
+        path.write_text("\n".join(texts) + "\n")
+    loaded = [text_of(batch, "text")[0] for batch in load_batches(str(path), "train")]
+    assert pa.concat_arrays(loaded).to_pylist() == texts
+
+
+def test_unreachable_or_unknown_datasets_are_one_line_errors(tmp_path):
+    (tmp_path / "notes.docx").write_text("x")
+    for dataset, message in [
+        (str(tmp_path / "notes.docx"), "cannot read"),
+        ("imdb", "cannot load dataset 'imdb'"),
+        (str(tmp_path / "missing-folder"), "cannot load dataset"),
+    ]:
+        with pytest.raises(UserError, match=message) as error:
+            list(load_batches(dataset, "train"))
+        assert "\n" not in str(error.value)

@@ -1,0 +1,85 @@
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from stages.loader import Blocks, make_dataloader
+from stages.storage import write_dataset
+
+BLOCK_SIZE = 16
+BLOCKS = 100
+
+
+@pytest.fixture(scope="module")
+def grouped(tmp_path_factory):
+    """100 blocks whose first token is the block's index, in three Arrow record batches."""
+    blocks = np.arange(BLOCKS * BLOCK_SIZE, dtype=np.uint16).reshape(BLOCKS, BLOCK_SIZE)
+    blocks[:, 0] = np.arange(BLOCKS)
+    schema = pa.schema([("input_ids", pa.list_(pa.uint16(), BLOCK_SIZE))])
+    batches = [
+        pa.record_batch([pa.FixedSizeListArray.from_arrays(pa.array(part.ravel()), BLOCK_SIZE)], schema=schema)
+        for part in np.split(blocks, [30, 64])
+    ]
+    folder = tmp_path_factory.mktemp("loader") / "grouped"
+    write_dataset(folder, schema, batches)
+    return folder, blocks
+
+
+def first_tokens(loader):
+    return [index for batch in loader for index in batch["input_ids"][:, 0].tolist()]
+
+
+def test_batches_are_int64_with_labels_equal_to_input_ids(grouped):
+    folder, blocks = grouped
+    batch = next(iter(make_dataloader(folder, batch_size=8, shuffle=False)))
+    assert batch["input_ids"].shape == (8, BLOCK_SIZE) and batch["input_ids"].dtype == torch.int64
+    assert torch.equal(batch["labels"], batch["input_ids"])
+    assert batch["labels"].data_ptr() != batch["input_ids"].data_ptr()
+    assert batch["input_ids"].tolist() == blocks[:8].tolist()
+
+
+def test_an_epoch_serves_every_block_once_across_record_batches(grouped):
+    folder, blocks = grouped
+    loader = make_dataloader(folder, batch_size=8, shuffle=True, seed=1)
+    assert len(loader) == 13
+    seen = torch.cat([batch["input_ids"] for batch in loader])
+    order = seen[:, 0].tolist()
+    assert sorted(order) == list(range(BLOCKS)) and order != list(range(BLOCKS))
+    assert seen.tolist() == blocks[order].tolist()
+
+
+def test_shuffle_is_deterministic_for_a_seed(grouped):
+    folder, _ = grouped
+    assert first_tokens(make_dataloader(folder, seed=7)) == first_tokens(make_dataloader(folder, seed=7))
+    assert first_tokens(make_dataloader(folder, seed=7)) != first_tokens(make_dataloader(folder, seed=8))
+    loader = make_dataloader(folder, seed=7)
+    assert first_tokens(loader) != first_tokens(loader), "each epoch should have a new order"
+
+
+def test_worker_processes_give_the_same_batches(grouped):
+    folder, _ = grouped
+    single = first_tokens(make_dataloader(folder, seed=3))
+    assert first_tokens(make_dataloader(folder, seed=3, num_workers=2)) == single
+
+
+def test_single_items_work_with_default_collation(grouped):
+    folder, blocks = grouped
+    dataset = Blocks(folder)
+    assert len(dataset) == BLOCKS and dataset[-1]["input_ids"].tolist() == blocks[-1].tolist()
+    with pytest.raises(IndexError):
+        dataset[BLOCKS]
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4)  # a user's own DataLoader
+    assert next(iter(loader))["input_ids"].tolist() == blocks[:4].tolist()
+
+
+def test_a_tiny_gpt2_trains_on_a_batch(grouped):
+    folder, _ = grouped
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=50_257, n_positions=BLOCK_SIZE, n_embd=64, n_layer=2, n_head=2)
+    model = GPT2LMHeadModel(config)
+    batch = next(iter(make_dataloader(folder, batch_size=8)))
+    loss = model(**batch).loss
+    assert torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -1,0 +1,60 @@
+import datasets
+import pyarrow as pa
+import pytest
+
+from stages.errors import UserError
+from stages.storage import DATA_FILE, read_dataset, replacing, write_dataset
+
+SCHEMA = pa.schema([("input_ids", pa.list_(pa.uint16()))])
+
+
+def batches():
+    for start in range(0, 30, 10):
+        yield pa.record_batch([pa.array([[start + i] * i for i in range(10)], pa.list_(pa.uint16()))], schema=SCHEMA)
+
+
+def test_written_dataset_opens_with_datasets_and_round_trips(tmp_path):
+    assert write_dataset(tmp_path / "out", SCHEMA, batches()) == 30
+    loaded = datasets.load_from_disk(str(tmp_path / "out"))
+    assert loaded.features["input_ids"] == datasets.List(datasets.Value("uint16"))
+    assert loaded[12]["input_ids"] == [12, 12]
+    assert read_dataset(tmp_path / "out", stage="test").column("input_ids").to_pylist() == loaded["input_ids"]
+
+
+def test_writing_twice_gives_identical_bytes(tmp_path):
+    write_dataset(tmp_path / "a", SCHEMA, batches())
+    write_dataset(tmp_path / "b", SCHEMA, batches())
+    for name in (DATA_FILE, "state.json", "dataset_info.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete"])
+def test_corrupt_data_names_the_folder_and_the_stage(tmp_path, damage):
+    write_dataset(tmp_path / "out", SCHEMA, batches())
+    data = tmp_path / "out" / DATA_FILE
+    content = data.read_bytes()
+    if damage == "truncate":
+        data.write_bytes(content[: len(content) // 2])
+    elif damage == "flip":
+        data.write_bytes(content[:-100] + bytes([content[-100] ^ 0xFF]) + content[-99:])
+    else:
+        data.unlink()
+    with pytest.raises(UserError, match=r"corrupt or truncated.*dvc repro --force --single-item tokenize"):
+        read_dataset(tmp_path / "out", stage="tokenize")
+
+
+def test_missing_folder_names_the_stage(tmp_path):
+    with pytest.raises(UserError, match="run the 'group' stage first"):
+        read_dataset(tmp_path / "nothing", stage="group")
+
+
+def test_replacing_keeps_nothing_from_a_failed_write(tmp_path):
+    target = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with replacing(target) as partial:
+            write_dataset(partial, SCHEMA, batches())
+            raise RuntimeError("stage failed")
+    assert list(tmp_path.iterdir()) == []
+    with replacing(target) as partial:
+        write_dataset(partial, SCHEMA, batches())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
