@@ -14,3 +14,9 @@ def run_stage(main) -> None:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, for wrapping a library's error in a UserError."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

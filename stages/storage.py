@@ -16,7 +16,7 @@ from typing import Iterable, Iterator
 
 import pyarrow as pa
 
-from stages.errors import UserError
+from stages.errors import UserError, first_line
 
 DATA_FILE = "data-00000-of-00001.arrow"
 
@@ -106,9 +106,8 @@ def read_dataset(folder, stage: str) -> pa.Table:
             raise ValueError(f"{data_file.name} does not match the hash in state.json")
         return pa.ipc.open_stream(pa.memory_map(str(data_file))).read_all()
     except (OSError, ValueError, LookupError, TypeError, pa.ArrowException) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(
-            f"{folder} is corrupt or truncated ({reason}); rebuild it with: dvc repro --force --single-item {stage}"
+            f"{folder} is corrupt or truncated ({first_line(error)}); rebuild it with: dvc repro --force --single-item {stage}"
         ) from None
 
 

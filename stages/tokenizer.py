@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.errors import UserError
+from stages.errors import UserError, first_line
 
 BUILTIN_TOKENIZERS = ("distilgpt2", "gpt2")
 EOS_TOKEN = "<|endoftext|>"
@@ -65,10 +65,9 @@ def load_tokenizer(name: str):
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
     except Exception as error:  # OSError offline or for a bad name, ValueError for bad folders
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(
             f"unknown tokenizer '{name}': not built in ({', '.join(BUILTIN_TOKENIZERS)}), "
-            f"and AutoTokenizer could not load it: {reason}"
+            f"and AutoTokenizer could not load it: {first_line(error)}"
         ) from None
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token

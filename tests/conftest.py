@@ -38,7 +38,10 @@ def clone_repo(destination: Path) -> Path:
         if source.is_file():
             (destination / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, destination / name)
-    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qam", "working tree", "--allow-empty"], cwd=destination)
+    # dvc exp run commits too: give the clone an identity even where git has none configured.
+    run(["git", "config", "user.name", "test"], cwd=destination)
+    run(["git", "config", "user.email", "test@example.com"], cwd=destination)
+    run(["git", "commit", "-qam", "working tree", "--allow-empty"], cwd=destination)
     return destination
 
 

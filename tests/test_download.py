@@ -17,7 +17,7 @@ def test_builtin_corpus_is_the_paragraphs_of_every_address():
 
 
 def test_builtin_corpus_has_only_train():
-    with pytest.raises(UserError, match="only the 'train' split"):
+    with pytest.raises(UserError, match="is a single split, .train."):
         load_batches("sotu-paragraphs", "test")
 
 

@@ -1,0 +1,95 @@
+"""Each user mistake: one `error:` line on stderr, exit 1, and no output left behind."""
+
+import shutil
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from tests.conftest import REPO, run
+
+DEFAULTS = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def stage_in(workdir, stage, **changes):
+    """Run `python -m stages.<stage>` in workdir with params.yaml changed as given."""
+    params = {section: dict(values) for section, values in DEFAULTS.items()}
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        params[section][key] = value
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    return run(["python", "-m", f"stages.{stage}"], cwd=workdir, check=False, PYTHONPATH=str(REPO))
+
+
+def assert_clean_failure(result, workdir, output, message):
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert message in lines[0]
+    assert not (workdir / output).exists()
+    assert not list((workdir / "data").glob(".*partial*")) if (workdir / "data").exists() else True
+
+
+def parquet(tmp_path, table):
+    path = tmp_path / "corpus.parquet"
+    pq.write_table(table, path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        (pa.table({"review": ["a"], "label": [1]}), "no column 'text'; set download.text_column to one of: review, label"),
+        (pa.table({"text": pa.array([], pa.string())}), "has no non-empty documents"),
+        (pa.table({"text": ["", ""]}), "has no non-empty documents"),
+        (pa.table({"text": [3, 4]}), "column 'text' holds int64, not text"),
+        (pa.table({"text": ["fine", None]}), "column 'text' has 1 missing (null) documents"),
+    ],
+)
+def test_download_rejects_bad_corpora(tmp_path, table, message):
+    result = stage_in(tmp_path, "download", download__dataset=parquet(tmp_path, table))
+    assert_clean_failure(result, tmp_path, "data/raw", message)
+
+
+@pytest.mark.parametrize(
+    "stage, changes, message",
+    [
+        ("group", {"group__block_size": 0}, "'group.block_size' must be >= 1, got 0"),
+        ("group", {"group__block_size": "big"}, "'group.block_size' must be int, got 'big'"),
+        ("tokenize", {"tokenize__max_length": 0}, "'tokenize.max_length' must be >= 1"),
+        ("tokenize", {"tokenize__vocab": 5}, "unknown key 'tokenize.vocab'"),
+        ("tokenize", {"tokenize__tokenizer": "no/such-tokenizer"}, "unknown tokenizer 'no/such-tokenizer'"),
+        ("download", {"download__dataset": "no-such-dataset-anywhere"}, "cannot load dataset 'no-such-dataset-anywhere'"),
+    ],
+)
+def test_stages_reject_bad_params(built_repo, tmp_path, stage, changes, message):
+    shutil.copytree(built_repo / "data" / "raw", tmp_path / "data" / "raw")
+    output = {"download": "data/raw", "tokenize": "data/tokenized", "group": "data/grouped"}[stage]
+    if stage == "download":
+        shutil.rmtree(tmp_path / "data" / "raw")
+    result = stage_in(tmp_path, stage, **changes)
+    assert_clean_failure(result, tmp_path, output, message)
+
+
+def test_a_corpus_smaller_than_one_block(built_repo, tmp_path):
+    shutil.copytree(built_repo / "data" / "tokenized", tmp_path / "data" / "tokenized")
+    result = stage_in(tmp_path, "group", group__block_size=10_000_000)
+    assert_clean_failure(result, tmp_path, "data/grouped", "fewer than one block of 10000000")
+
+
+def test_a_truncated_tokenized_file_names_the_stage_to_rerun(built_repo, tmp_path):
+    shutil.copytree(built_repo / "data" / "tokenized", tmp_path / "data" / "tokenized")
+    data = tmp_path / "data" / "tokenized" / "data-00000-of-00001.arrow"
+    data.write_bytes(data.read_bytes()[:100_000])
+    result = stage_in(tmp_path, "group")
+    assert_clean_failure(result, tmp_path, "data/grouped", "data/tokenized is corrupt or truncated")
+    assert "dvc repro --force --single-item tokenize" in result.stderr
+
+
+def test_dvc_reports_the_stage_error_and_keeps_no_output(repo_clone):
+    result = run(["dvc", "exp", "run", "-S", "group.block_size=0"], cwd=repo_clone, check=False)
+    assert result.returncode != 0
+    assert "error: 'group.block_size' must be >= 1, got 0" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (repo_clone / "data" / "grouped").exists()
