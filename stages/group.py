@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from stages.errors import UserError, run_stage
 from stages.params import load_params
-from stages.storage import read_dataset, replacing, write_dataset, write_json
+from stages.storage import as_numpy, from_numpy, read_dataset, replacing, write_dataset, write_json
 
 
 def group_blocks(token_batches: Iterable[np.ndarray], block_size: int) -> Iterator[np.ndarray]:
@@ -39,9 +39,9 @@ def main() -> None:
     total_tokens = sum(len(chunk.values) for chunk in tokenized.column("input_ids").chunks)
 
     # .flatten() honours each list chunk's offsets: a zero-copy view of its token ids.
-    token_batches = (chunk.flatten().to_numpy() for chunk in tokenized.column("input_ids").chunks)
+    token_batches = (as_numpy(chunk.flatten()) for chunk in tokenized.column("input_ids").chunks)
     block_batches = (
-        pa.record_batch([pa.FixedSizeListArray.from_arrays(pa.array(blocks.ravel()), block_size)], schema=schema)
+        pa.record_batch([pa.FixedSizeListArray.from_arrays(from_numpy(blocks.ravel()), block_size)], schema=schema)
         for blocks in group_blocks(token_batches, block_size)
     )
     with replacing("data/grouped") as output:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from stages.storage import read_dataset
+from stages.storage import as_numpy, read_dataset
 
 
 class Blocks(Dataset):
@@ -26,7 +26,7 @@ class Blocks(Dataset):
         column = read_dataset(self.path, stage="group").column("input_ids")
         self.block_size = column.type.list_size
         # One zero-copy (blocks, block_size) view of the memory map per Arrow record batch.
-        self.chunks = [chunk.flatten().to_numpy().reshape(-1, self.block_size) for chunk in column.chunks]
+        self.chunks = [as_numpy(chunk.flatten()).reshape(-1, self.block_size) for chunk in column.chunks]
         self.chunk_starts = np.cumsum([0] + [len(chunk) for chunk in self.chunks])
 
     def __len__(self) -> int:

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from stages.errors import run_stage
 from stages.params import load_params
-from stages.storage import read_dataset, replacing, write_dataset, write_json
+from stages.storage import from_numpy, read_dataset, replacing, write_dataset, write_json
 from stages.tokenizer import load_encoder
 
 BATCH_DOCUMENTS = 10_000
@@ -44,7 +44,7 @@ def to_list_array(ids: list[np.ndarray], value_type: pa.DataType) -> pa.ListArra
     offsets = np.zeros(len(ids) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     values = np.concatenate(ids) if ids else np.empty(0)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.astype(value_type.to_pandas_dtype())))
+    return pa.ListArray.from_arrays(from_numpy(offsets), from_numpy(values.astype(str(value_type))))
 
 
 def main() -> None:
