@@ -91,12 +91,7 @@ def _file_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_dataset(folder, stage: str) -> pa.Table:
-    """Memory-map a dataset folder written by `stage` after checking it against its hash.
-
-    A corrupt or truncated folder is reported naming the stage that rebuilds it.
-    """
-    folder = Path(folder)
+def _verified_data_file(folder: Path, stage: str) -> Path:
     if not folder.is_dir():
         raise UserError(f"{folder} does not exist; run the '{stage}' stage first: dvc repro {stage}")
     try:
@@ -105,11 +100,44 @@ def read_dataset(folder, stage: str) -> pa.Table:
         # A stream cut at a batch boundary still parses, so only the hash proves it whole.
         if _file_hash(data_file)[:16] != state["_fingerprint"]:
             raise ValueError(f"{data_file.name} does not match the hash in state.json")
+        return data_file
+    except (OSError, ValueError, LookupError, TypeError) as error:
+        raise _corrupt(folder, stage, error) from None
+
+
+def _corrupt(folder: Path, stage: str, error: Exception) -> UserError:
+    return UserError(
+        f"{folder} is corrupt or truncated ({first_line(error)}); "
+        f"rebuild it with: dvc repro --force --single-item {stage}"
+    )
+
+
+def read_dataset(folder, stage: str) -> pa.Table:
+    """Memory-map a dataset folder written by `stage`, for random access (the loader).
+
+    The folder is checked against its hash first; a corrupt or truncated one is
+    reported naming the stage that rebuilds it.
+    """
+    folder = Path(folder)
+    data_file = _verified_data_file(folder, stage)
+    try:
         return pa.ipc.open_stream(pa.memory_map(str(data_file))).read_all()
-    except (OSError, ValueError, LookupError, TypeError, pa.ArrowException) as error:
-        raise UserError(
-            f"{folder} is corrupt or truncated ({first_line(error)}); rebuild it with: dvc repro --force --single-item {stage}"
-        ) from None
+    except pa.ArrowException as error:
+        raise _corrupt(folder, stage, error) from None
+
+
+def read_batches(folder, stage: str) -> pa.RecordBatchStreamReader:
+    """Stream the record batches of a dataset folder written by `stage` (checked like read_dataset).
+
+    Each batch is read into memory and freed after use; a memory map would instead
+    keep every page it touched resident, so a stage's RSS would grow with the corpus.
+    """
+    folder = Path(folder)
+    data_file = _verified_data_file(folder, stage)
+    try:
+        return pa.ipc.open_stream(pa.OSFile(str(data_file)))
+    except pa.ArrowException as error:
+        raise _corrupt(folder, stage, error) from None
 
 
 def as_numpy(values: pa.Array) -> np.ndarray:

@@ -15,10 +15,8 @@ import pyarrow as pa
 
 from stages.errors import run_stage
 from stages.params import load_params
-from stages.storage import from_numpy, read_dataset, replacing, write_dataset, write_json
+from stages.storage import from_numpy, read_batches, replacing, write_dataset, write_json
 from stages.tokenizer import load_encoder
-
-BATCH_DOCUMENTS = 10_000
 
 
 def id_type(vocab_size: int) -> pa.DataType:
@@ -52,11 +50,11 @@ def main() -> None:
     encoder = load_encoder(params["tokenizer"], int(os.environ.get("TOKENIZE_THREADS", 0)))
     max_length = params["max_length"] if params["truncation"] else None
     schema = pa.schema([("input_ids", pa.list_(id_type(encoder.vocab_size)))])
-    raw = read_dataset("data/raw", stage="download")
+    raw = read_batches("data/raw", stage="download")
     counts = {"documents": 0, "tokens": 0, "documents_truncated": 0, "tokens_lost_to_truncation": 0}
 
     def tokenized_batches():
-        for batch in raw.to_batches(max_chunksize=BATCH_DOCUMENTS):
+        for batch in raw:  # as written by download: at most 10,000 documents each
             full = encoder.encode(batch.column("text").to_pylist())
             kept = truncate(full, max_length, encoder.truncation_side)
             for before, after in zip(full, kept):
