@@ -126,6 +126,35 @@ def read_dataset(folder, stage: str) -> pa.Table:
         raise _corrupt(folder, stage, error) from None
 
 
+def map_fixed_size_rows(folder, stage: str, column: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Memory-map the fixed-size-list `column` of a dataset for fast random row access.
+
+    Returns `values`, a zero-copy 1-D view of the whole file as the column's value
+    type, `row_starts`, where each row's values begin in it, and the row size. The record batches
+    are not contiguous in the file, so this lets one fancy index gather rows from
+    any of them: values[row_starts[rows, None] + arange(row_size)].
+    """
+    folder = Path(folder)
+    data_file = _verified_data_file(folder, stage)
+    try:
+        source = pa.memory_map(str(data_file))
+        table = pa.ipc.open_stream(source).read_all()
+        source.seek(0)
+        whole = source.read_buffer()  # the whole map, without copying
+    except pa.ArrowException as error:
+        raise _corrupt(folder, stage, error) from None
+    row_type = table.schema.field(column).type
+    row_size, dtype = row_type.list_size, np.dtype(str(row_type.value_type))
+    values = np.frombuffer(whole, dtype=dtype, count=whole.size // dtype.itemsize)
+    row_starts = []
+    for chunk in table.column(column).chunks:
+        flat = chunk.flatten()
+        # Arrow aligns every buffer to 8 bytes, so this division is exact.
+        first = (flat.buffers()[1].address - whole.address) // dtype.itemsize + flat.offset
+        row_starts.append(first + np.arange(len(chunk), dtype=np.int64) * row_size)
+    return values, np.concatenate(row_starts or [np.empty(0, dtype=np.int64)]), row_size
+
+
 def read_batches(folder, stage: str) -> pa.RecordBatchStreamReader:
     """Stream the record batches of a dataset folder written by `stage` (checked like read_dataset).
 
