@@ -1,0 +1,197 @@
+"""Benchmark this pipeline against Lab1's method on an IMDB-shaped corpus, and at 10x.
+
+    python bench/benchmark.py [--repeats 3]
+
+Offline, one invocation, about 10 minutes on 2 cores with 3 repeats. It measures
+the committed HEAD (in temporary clones), prints a markdown table of the medians
+and writes every run's numbers to bench/out/results.json.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from stages.download import builtin_documents  # noqa: E402
+from stages.tokenizer import TiktokenGPT2  # noqa: E402
+
+OUT = REPO / "bench" / "out"
+STAGES = ("download", "tokenize", "group", "check")
+DOCUMENTS = 25_000  # IMDB's train split
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+
+EPOCH = """
+import json, time
+from stages.loader import make_dataloader
+start = time.perf_counter()
+loader = make_dataloader("data/grouped", batch_size=8, shuffle=True, seed=42)
+iterator = iter(loader)
+first = next(iterator)
+first_batch = time.perf_counter() - start
+start = time.perf_counter()
+tokens = sum(batch["input_ids"].numel() for batch in loader)
+print(json.dumps({"first_batch_ms": first_batch * 1000, "epoch_tokens_per_s": tokens / (time.perf_counter() - start)}))
+"""
+
+
+def imdb_shaped_corpus(path: Path, repeat: int) -> Path:
+    """The built-in paragraphs packed into documents of at least 1,300 characters
+    (1,714 on average: IMDB's reviews are 1,325 on average), repeated to 25,000 x `repeat`."""
+    documents, current = [], ""
+    for paragraph in builtin_documents():
+        current = f"{current}\n\n{paragraph}" if current else paragraph
+        if len(current) >= 1300:
+            documents.append(current)
+            current = ""
+    count = DOCUMENTS * repeat
+    pq.write_table(pa.table({"text": (documents * (count // len(documents) + 1))[:count]}), path)
+    return path
+
+
+def measure(args, cwd, **env) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MiB) and stdout of one command."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        process = subprocess.Popen(args, cwd=cwd, env={**ENV, "PYTHONPATH": str(cwd), **env}, stdout=out, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - start
+        out.seek(0), err.seek(0)
+        if os.waitstatus_to_exitcode(status):
+            sys.exit(f"{' '.join(map(str, args))} failed in {cwd}:\n{err.read()}")
+        return seconds, usage.ru_maxrss / 1024, out.read()
+
+
+def clone(destination: Path, dataset: Path) -> Path:
+    subprocess.run(["git", "clone", "-q", str(REPO), str(destination)], check=True)
+    set_param(destination, "download.dataset", str(dataset))
+    return destination
+
+
+def set_param(repo: Path, dotted: str, value) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    section, key = dotted.split(".")
+    params[section][key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run_stages(repo: Path) -> dict:
+    """Each stage as its own process, as dvc runs it: wall seconds and peak RSS."""
+    results = {}
+    for stage in STAGES:
+        seconds, rss, _ = measure([sys.executable, "-m", f"stages.{stage}"], repo)
+        results[stage] = {"seconds": seconds, "rss_mib": rss}
+    results["tokens"] = json.loads((repo / "metrics" / "tokenize.json").read_text())["tokens"]
+    return results
+
+
+def one_repeat(corpus: Path, corpus_10x: Path, work: Path) -> dict:
+    result = {}
+    cache = work / "hf-cache"
+    seconds, rss, stdout = measure([sys.executable, str(REPO / "bench" / "lab1_reference.py"), str(corpus), str(cache)], REPO)
+    result["reference"] = {"wall": seconds, "rss_mib": rss, **json.loads(stdout.splitlines()[-1])}
+
+    texts = pq.read_table(corpus).column("text").to_pylist()
+    encoding = TiktokenGPT2(threads=1).encoding
+    start = time.perf_counter()
+    tiktoken_tokens = sum(len(ids[:512]) for ids in encoding.encode_ordinary_batch(texts))
+    result["tiktoken"] = {"seconds": time.perf_counter() - start, "tokens": tiktoken_tokens}
+
+    repo = clone(work / "stages", corpus)
+    result["stages"] = run_stages(repo)
+    seconds, rss, _ = measure([sys.executable, "-m", "stages.tokenize"], repo, TOKENIZE_THREADS="1")
+    result["tokenize_1_thread"] = {"seconds": seconds, "rss_mib": rss}
+    _, _, stdout = measure([sys.executable, "-c", EPOCH], repo)
+    result["loader"] = json.loads(stdout)
+
+    repo = clone(work / "dvc", corpus)
+    result["dvc_repro"] = measure(["dvc", "repro"], repo)[0]
+    result["dvc_noop"] = measure(["dvc", "repro"], repo)[0]
+    set_param(repo, "group.block_size", 256)
+    result["dvc_block_size"] = measure(["dvc", "repro"], repo)[0]
+
+    result["stages_10x"] = run_stages(clone(work / "stages-10x", corpus_10x))
+    return result
+
+
+def median(runs, *keys):
+    values = []
+    for run in runs:
+        for key in keys:
+            run = run[key]
+        values.append(run)
+    return statistics.median(values)
+
+
+def table(runs) -> str:
+    m = lambda *keys: median(runs, *keys)  # noqa: E731
+    reference_wall = m("reference", "wall")
+    reference_rss = m("reference", "rss_mib")
+    reference_epoch = m("reference", "epoch_tokens") / m("reference", "seconds", "epoch")
+    tokens = m("stages", "tokens")
+    tiktoken_rate = m("tiktoken", "tokens") / m("tiktoken", "seconds")
+    tokenize_rate = tokens / m("stages", "tokenize", "seconds")
+    wall_1x = sum(m("stages", s, "seconds") for s in STAGES)
+    wall_10x = sum(m("stages_10x", s, "seconds") for s in STAGES)
+    rss_1x = max(m("stages", s, "rss_mib") for s in STAGES)
+    rss_10x = max(m("stages_10x", s, "rss_mib") for s in STAGES)
+    rows = [
+        ("end to end, from scratch (s)", reference_wall, m("dvc_repro"), m("dvc_repro") / reference_wall, "<= 0.5x"),
+    ]
+    for stage in ("download", "tokenize", "group"):
+        rows.append((f"{stage} (s)", m("reference", "seconds", stage), m("stages", stage, "seconds"), None, ""))
+    rows.append(("check (s)", None, m("stages", "check", "seconds"), None, ""))
+    rows += [
+        ("tokenize: tokens/s vs tiktoken encode_ordinary_batch", tiktoken_rate, tokenize_rate, tokenize_rate / tiktoken_rate, ">= 0.8x"),
+        ("tokenize with TOKENIZE_THREADS=1 (s)", None, m("tokenize_1_thread", "seconds"), m("stages", "tokenize", "seconds") / m("tokenize_1_thread", "seconds"), "(2 threads / 1)"),
+        ("loader epoch, batch 8, shuffled (tokens/s)", reference_epoch, m("loader", "epoch_tokens_per_s"), m("loader", "epoch_tokens_per_s") / reference_epoch, ">= 20x"),
+        ("loader first batch after build (ms)", None, m("loader", "first_batch_ms"), None, "< 50"),
+        ("no-op dvc repro (s)", None, m("dvc_noop"), None, "<= 2"),
+        ("dvc repro after group.block_size change (s)", None, m("dvc_block_size"), None, "<= 3"),
+    ]
+    for stage in STAGES:
+        rss = m("stages", stage, "rss_mib")
+        rows.append((f"peak RSS, {stage} (MiB)", reference_rss, rss, rss / reference_rss, "<= 1x"))
+    rows += [
+        ("10x corpus: sum of stage walls (s)", wall_1x, wall_10x, wall_10x / wall_1x, "<= 11x of 1x"),
+        ("10x corpus: peak RSS of any stage (MiB)", rss_1x, rss_10x, rss_10x / rss_1x, "<= 1.25x of 1x"),
+    ]
+    fmt = lambda v: "" if v is None else f"{v:,.0f}" if v >= 1000 else f"{v:.2f}"  # noqa: E731
+    lines = ["| measure | reference | this pipeline | ratio | target |", "| --- | ---: | ---: | ---: | --- |"]
+    lines += [f"| {name} | {fmt(ref)} | {fmt(ours)} | {'' if ratio is None else f'{ratio:.2f}x'} | {target} |" for name, ref, ours, ratio, target in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    corpus = imdb_shaped_corpus(OUT / "imdb-shaped-1x.parquet", 1)
+    corpus_10x = imdb_shaped_corpus(OUT / "imdb-shaped-10x.parquet", 10)
+    runs = []
+    for repeat in range(args.repeats):
+        with tempfile.TemporaryDirectory() as work:
+            runs.append(one_repeat(corpus, corpus_10x, Path(work)))
+        print(f"repeat {repeat + 1}/{args.repeats} done", file=sys.stderr)
+    assert runs[0]["stages"]["tokens"] == runs[0]["reference"]["tokens"], "token counts differ from Lab1's"
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    header = f"Measured {date.today()} on {machine}; median of {args.repeats} runs; {runs[0]['stages']['tokens']:,} tokens at 1x."
+    (OUT / "results.json").write_text(json.dumps({"header": header, "runs": runs}, indent=2))
+    print(header + "\n\n" + table(runs))
+
+
+if __name__ == "__main__":
+    main()
