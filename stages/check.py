@@ -8,7 +8,7 @@ import torch
 from stages.errors import UserError, run_stage
 from stages.loader import make_dataloader
 from stages.params import load_params
-from stages.storage import write_json
+from stages.storage import split_names, write_json
 
 
 def check_batch(batch: dict, batch_size: int, block_size: int) -> None:
@@ -33,9 +33,14 @@ def main() -> None:
     loader = make_dataloader("data/grouped", params["batch_size"], params["shuffle"], params["seed"])
     batch = next(iter(loader))
     check_batch(batch, params["batch_size"], block_size)
-    shape = list(batch["input_ids"].shape)
-    write_json("metrics/check.json", {"batch_shape": shape, "dtype": "int64", "batches": len(loader)})
-    print(f"check: input_ids and labels are int64 {tuple(shape)}; {len(loader):,} batches per epoch")
+    found = {"batch_shape": list(batch["input_ids"].shape), "dtype": "int64", "batches": len(loader)}
+    if "validation" in split_names("data/grouped"):
+        validation = make_dataloader("data/grouped", params["batch_size"], split="validation")
+        # A small held-out split may have fewer blocks than one batch.
+        check_batch(next(iter(validation)), min(params["batch_size"], len(validation.dataset)), block_size)
+        found["validation_batches"] = len(validation)
+    write_json("metrics/check.json", found)
+    print(f"check: input_ids and labels are int64 {tuple(found['batch_shape'])}; {len(loader):,} batches per epoch")
 
 
 if __name__ == "__main__":

@@ -1,20 +1,24 @@
 """Stage 1, download: load the corpus named by params.download and keep only its text.
 
-Writes data/raw (one `text` column; empty documents are skipped and counted) and
-metrics/download.json. The default corpus is built in and needs no network.
+Writes data/raw (one `text` column; empty documents are skipped and counted; with
+download.validation_size, `train` and `validation` splits) and metrics/download.json.
+The default corpus is built in and needs no network.
 """
 
 import importlib.util
+import shutil
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stages.errors import UserError, first_line, run_stage
 from stages.params import load_params
-from stages.storage import replacing, write_dataset, write_json
+from stages.progress import Progress
+from stages.storage import read_batches, replacing, write_dataset, write_json, write_split_names
 
 BUILTIN_CORPUS = "sotu-paragraphs"
 LOCAL_FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".txt": "text"}
@@ -109,9 +113,36 @@ def text_of(batch: pa.Table, text_column: str) -> tuple[pa.Array, int]:
     return column.filter(not_empty), len(column) - pc.sum(not_empty).as_py()
 
 
+def held_out(documents: int, validation_size: int | float, seed: int) -> np.ndarray:
+    """A mask of the documents held out for validation: a seeded shuffle picks them.
+
+    `validation_size` is a fraction below 1 or a count; both splits keep the
+    corpus order, and no document is in both.
+    """
+    count = round(documents * validation_size) if isinstance(validation_size, float) else validation_size
+    if isinstance(validation_size, float) and validation_size >= 1:
+        raise UserError(f"download.validation_size {validation_size} must be a fraction below 1 or a whole count")
+    if not 0 < count < documents:
+        raise UserError(
+            f"download.validation_size {validation_size} holds out {count} of {documents:,} documents; "
+            "both splits need at least one"
+        )
+    mask = np.zeros(documents, dtype=bool)
+    mask[np.random.default_rng(seed).permutation(documents)[:count]] = True
+    return mask
+
+
+def _masked(batches: Iterator[pa.RecordBatch], mask: np.ndarray) -> Iterator[pa.RecordBatch]:
+    start = 0
+    for batch in batches:
+        yield batch.filter(pa.array(mask[start : start + batch.num_rows]))
+        start += batch.num_rows
+
+
 def main() -> None:
     params = load_params("download")
     counts = {"documents": 0, "characters": 0, "empty_documents_skipped": 0}
+    progress = Progress("download")
 
     def cleaned_batches() -> Iterator[pa.RecordBatch]:
         for batch in load_batches(params["dataset"], params["split"]):
@@ -119,13 +150,24 @@ def main() -> None:
             counts["documents"] += len(texts)
             counts["characters"] += pc.sum(pc.utf8_length(texts)).as_py() or 0
             counts["empty_documents_skipped"] += empty
+            progress.update(len(texts))
             if len(texts):
                 yield pa.record_batch([texts], schema=SCHEMA)
 
     with replacing("data/raw") as output:
-        write_dataset(output, SCHEMA, cleaned_batches())
+        # With a validation split, every document is written once, then divided.
+        everything = output / "all" if params["validation_size"] else output
+        write_dataset(everything, SCHEMA, cleaned_batches())
+        progress.close()
         if counts["documents"] == 0:
             raise UserError(f"dataset '{params['dataset']}' split '{params['split']}' has no non-empty documents")
+        if params["validation_size"]:
+            mask = held_out(counts["documents"], params["validation_size"], params["seed"])
+            for split, keep in (("train", ~mask), ("validation", mask)):
+                write_dataset(output / split, SCHEMA, _masked(read_batches(everything, "download"), keep))
+            write_split_names(output, ["train", "validation"])
+            shutil.rmtree(everything)
+            counts["validation_documents"] = int(mask.sum())
     write_json("metrics/download.json", counts)
     print(f"download: {counts['documents']:,} documents, {counts['characters']:,} characters -> data/raw")
 

@@ -5,6 +5,7 @@ metrics/group.json. Works one Arrow record batch at a time, so memory stays flat
 however large the corpus; tokens never become Python integers.
 """
 
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -12,7 +13,17 @@ import pyarrow as pa
 
 from stages.errors import UserError, run_stage
 from stages.params import load_params
-from stages.storage import as_numpy, from_numpy, read_batches, replacing, write_dataset, write_json
+from stages.storage import (
+    as_numpy,
+    from_numpy,
+    read_batches,
+    replacing,
+    split_names,
+    write_csv,
+    write_dataset,
+    write_json,
+    write_split_names,
+)
 
 
 def group_blocks(token_batches: Iterable[np.ndarray], block_size: int) -> Iterator[np.ndarray]:
@@ -31,35 +42,49 @@ def group_blocks(token_batches: Iterable[np.ndarray], block_size: int) -> Iterat
         carry = stream[usable:]
 
 
-def main() -> None:
-    block_size = load_params("group")["block_size"]
-    tokenized = read_batches("data/tokenized", stage="tokenize")
+def group_split(source, target, block_size: int) -> dict:
+    """Cut one split's token stream from `source` into blocks written to `target`; return counts."""
+    tokenized = read_batches(source, stage="tokenize")
     id_type = tokenized.schema.field("input_ids").type.value_type
     schema = pa.schema([("input_ids", pa.list_(id_type, block_size))])
-    counts = {"tokens": 0}
+    total = {"tokens": 0}
 
     def token_batches() -> Iterator[np.ndarray]:
         for batch in tokenized:
             # .flatten() honours the list offsets: a view of this batch's token ids.
             tokens = as_numpy(batch.column("input_ids").flatten())
-            counts["tokens"] += len(tokens)
+            total["tokens"] += len(tokens)
             yield tokens
 
     block_batches = (
         pa.record_batch([pa.FixedSizeListArray.from_arrays(from_numpy(blocks.ravel()), block_size)], schema=schema)
         for blocks in group_blocks(token_batches(), block_size)
     )
-    with replacing("data/grouped") as output:
-        blocks = write_dataset(output, schema, block_batches)
-        if blocks == 0:
-            raise UserError(
-                f"the corpus has {counts['tokens']:,} tokens, fewer than one block of {block_size}; "
-                "lower group.block_size or use a larger dataset"
-            )
+    blocks = write_dataset(target, schema, block_batches)
+    if blocks == 0:
+        raise UserError(
+            f"{source} has {total['tokens']:,} tokens, fewer than one block of {block_size}; "
+            "lower group.block_size or use a larger dataset"
+        )
     kept = blocks * block_size
-    dropped = counts["tokens"] - kept
-    write_json("metrics/group.json", {"blocks": blocks, "tokens_kept": kept, "tokens_dropped_at_tail": dropped})
-    print(f"group: {blocks:,} blocks of {block_size} tokens -> data/grouped ({dropped} dropped at the tail)")
+    return {"blocks": blocks, "tokens_kept": kept, "tokens_dropped_at_tail": total["tokens"] - kept}
+
+
+def main() -> None:
+    block_size = load_params("group")["block_size"]
+    splits = split_names("data/tokenized")
+    with replacing("data/grouped") as output:
+        results = {split: group_split(Path("data/tokenized", split), output / split, block_size) for split in splits}
+        write_split_names(output, splits)
+    counts = dict(results[splits[0]])
+    if "validation" in results:
+        counts["validation"] = results["validation"]
+    write_json("metrics/group.json", counts)
+    write_csv("plots/group_tokens.csv", ["step", "tokens"], [["kept in blocks", counts["tokens_kept"]]])
+    print(
+        f"group: {counts['blocks']:,} blocks of {block_size} tokens -> data/grouped "
+        f"({counts['tokens_dropped_at_tail']} dropped at the tail)"
+    )
 
 
 if __name__ == "__main__":

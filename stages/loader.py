@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from stages.storage import map_fixed_size_rows
+from stages.storage import map_fixed_size_rows, split_folder
 
 
 class Blocks(Dataset):
@@ -98,15 +98,34 @@ def batch_as_is(batch: dict) -> dict:
 
 
 def make_dataloader(
-    path="data/grouped", batch_size: int = 8, shuffle: bool = True, seed: int = 42, **dataloader_kwargs
+    path="data/grouped",
+    batch_size: int = 8,
+    shuffle: bool | None = None,
+    seed: int = 42,
+    split: str | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+    drop_last: bool = False,
+    **dataloader_kwargs,
 ) -> DataLoader:
     """A standard DataLoader of {"input_ids", "labels"} int64 batches of shape (batch_size, block_size).
 
-    The shuffled order depends only on `seed` (a new order each epoch, the same
-    sequence of orders every run). Extra keyword arguments go to DataLoader.
+    split: "train" (the default) or "validation" when download.validation_size held
+        documents out. shuffle: defaults to True for train, False for validation.
+    seed: the shuffled order of epoch e depends only on (seed, e); each pass over
+        the loader is a new epoch, and `loader.sampler.set_epoch(e)` picks one.
+    rank, world_size: this process's share for multi-GPU training; by default read
+        from an initialised torch.distributed process group, else 0 and 1.
+    Other keyword arguments (num_workers, pin_memory, ...) go to DataLoader.
     """
-    blocks = Blocks(path)
-    batches = BlockBatches(len(blocks), batch_size, shuffle, seed)
+    folder = split_folder(path, split)
+    if shuffle is None:
+        shuffle = split in (None, "train")
+    if world_size is None:
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        rank, world_size = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
+    blocks = Blocks(folder)
+    batches = BlockBatches(len(blocks), batch_size, shuffle, seed, rank or 0, world_size, drop_last)
     # The sampler yields whole batches of indices, so each batch is one gather, not
     # batch_size item fetches plus a collate; batch_size=None tells DataLoader so.
     dataloader_kwargs.setdefault("collate_fn", batch_as_is)

@@ -8,10 +8,16 @@ from stages.errors import UserError
 
 PARAMS_FILE = Path("params.yaml")
 
-# section -> key -> (type, smallest allowed value or None)
+# section -> key -> (type or types, smallest allowed value or None)
 SCHEMA = {
-    "download": {"dataset": (str, None), "split": (str, None), "text_column": (str, None)},
-    "tokenize": {"tokenizer": (str, None), "truncation": (bool, None), "max_length": (int, 1)},
+    "download": {
+        "dataset": (str, None),
+        "split": (str, None),
+        "text_column": (str, None),
+        "validation_size": ((int, float), 0),
+        "seed": (int, 0),
+    },
+    "tokenize": {"tokenizer": (str, None), "truncation": (bool, None), "max_length": (int, 1), "add_eos": (bool, None)},
     "group": {"block_size": (int, 1)},
     "loader": {"batch_size": (int, 1), "shuffle": (bool, None), "seed": (int, 0)},
 }
@@ -36,10 +42,12 @@ def validate(params: dict) -> dict:
             if key not in values:
                 raise UserError(f"missing '{name}' in {PARAMS_FILE}")
             value = values[key]
+            types = expected if isinstance(expected, tuple) else (expected,)
             # bool is a subclass of int in Python: `block_size: true` must not pass as 1.
-            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise UserError(f"'{name}' must be {expected.__name__}, got {value!r} ({type(value).__name__})")
-            if expected is str and not value.strip():
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                type_names = " or ".join(t.__name__ for t in types)
+                raise UserError(f"'{name}' must be {type_names}, got {value!r} ({type(value).__name__})")
+            if isinstance(value, str) and not value.strip():
                 raise UserError(f"'{name}' must not be empty")
             if minimum is not None and value < minimum:
                 raise UserError(f"'{name}' must be >= {minimum}, got {value}")

@@ -187,10 +187,47 @@ def from_numpy(values: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
 
 
-def write_json(path, values: dict) -> None:
-    """Write a small JSON file (metrics, dataset metadata) atomically, with stable formatting."""
+def _write_text(path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+    temporary.write_text(text)
     os.replace(temporary, path)
+
+
+def write_json(path, values: dict) -> None:
+    """Write a small JSON file (metrics, dataset metadata) atomically, with stable formatting."""
+    _write_text(path, json.dumps(values, indent=2, sort_keys=True) + "\n")
+
+
+def write_csv(path, header: list[str], rows) -> None:
+    """Write a small CSV file (DVC plot data) atomically."""
+    _write_text(path, "\n".join(",".join(map(str, row)) for row in [header, *rows]) + "\n")
+
+
+def split_names(folder) -> list[str]:
+    """The splits of a folder saved like a `datasets.DatasetDict`; [""] (the folder itself) otherwise.
+
+    Stages hold out a validation split only when asked, so Lab1's default output
+    stays a single dataset: `Path(folder) / ""` is the folder.
+    """
+    index = Path(folder) / "dataset_dict.json"
+    return json.loads(index.read_text())["splits"] if index.exists() else [""]
+
+
+def write_split_names(folder, names: list[str]) -> None:
+    if names != [""]:
+        write_json(Path(folder) / "dataset_dict.json", {"splits": names})
+
+
+def split_folder(folder, split: str | None) -> Path:
+    """The dataset folder of `split` ("train" by default) inside `folder`."""
+    names = split_names(folder)
+    if names == [""]:
+        if split not in (None, "train"):
+            raise ValueError(f"{folder} has no '{split}' split; hold one out with download.validation_size")
+        return Path(folder)
+    split = split or "train"
+    if split not in names:
+        raise ValueError(f"{folder} has no '{split}' split; it has: {', '.join(names)}")
+    return Path(folder) / split

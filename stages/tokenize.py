@@ -9,14 +9,27 @@ whatever the setting, so it is not a DVC param.
 """
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from stages.errors import run_stage
 from stages.params import load_params
-from stages.storage import from_numpy, read_batches, replacing, write_dataset, write_json
+from stages.progress import Progress
+from stages.storage import (
+    from_numpy,
+    read_batches,
+    replacing,
+    split_names,
+    write_csv,
+    write_dataset,
+    write_json,
+    write_split_names,
+)
 from stages.tokenizer import load_encoder
+
+LENGTH_BIN = 16  # tokens per bar of the document-length plot
 
 
 def id_type(vocab_size: int) -> pa.DataType:
@@ -45,28 +58,61 @@ def to_list_array(ids: list[np.ndarray], value_type: pa.DataType) -> pa.ListArra
     return pa.ListArray.from_arrays(from_numpy(offsets), from_numpy(values.astype(str(value_type))))
 
 
+def length_histogram(lengths: np.ndarray, bins: int) -> np.ndarray:
+    """Documents per LENGTH_BIN-token bin; the last bin also counts every longer document."""
+    return np.bincount(np.minimum(lengths // LENGTH_BIN, bins - 1), minlength=bins)
+
+
+def tokenize_split(source, target, encoder, params: dict, progress: Progress) -> dict:
+    """Tokenize one split's documents from `source` into `target`; return its counts and histograms."""
+    max_length = params["max_length"] if params["truncation"] else None
+    value_type = id_type(encoder.vocab_size)
+    schema = pa.schema([("input_ids", pa.list_(value_type))])
+    bins = 2 * (max_length or 512) // LENGTH_BIN + 1
+    found = {"documents": 0, "tokens": 0, "documents_truncated": 0, "tokens_lost_to_truncation": 0}
+    histograms = {"before": np.zeros(bins, dtype=np.int64), "after": np.zeros(bins, dtype=np.int64)}
+
+    def tokenized_batches():
+        for batch in read_batches(source, stage="download"):  # at most 10,000 documents each
+            full = encoder.encode(batch.column("text").to_pylist())
+            kept = truncate(full, max_length, encoder.truncation_side)
+            if params["add_eos"]:
+                kept = [np.append(ids, encoder.eos_token_id) for ids in kept]
+            before = np.fromiter(map(len, full), dtype=np.int64, count=len(full))
+            after = np.minimum(before, max_length) if max_length else before
+            found["documents"] += len(kept)
+            found["tokens"] += int(after.sum()) + params["add_eos"] * len(kept)
+            found["documents_truncated"] += int((after < before).sum())
+            found["tokens_lost_to_truncation"] += int((before - after).sum())
+            histograms["before"] += length_histogram(before, bins)
+            histograms["after"] += length_histogram(after, bins)
+            progress.update(len(kept), int(after.sum()))
+            yield pa.record_batch([to_list_array(kept, value_type)], schema=schema)
+
+    write_dataset(target, schema, tokenized_batches())
+    return {"counts": found, "histograms": histograms}
+
+
 def main() -> None:
     params = load_params("tokenize")
     encoder = load_encoder(params["tokenizer"], int(os.environ.get("TOKENIZE_THREADS", 0)))
-    max_length = params["max_length"] if params["truncation"] else None
-    schema = pa.schema([("input_ids", pa.list_(id_type(encoder.vocab_size)))])
-    raw = read_batches("data/raw", stage="download")
-    counts = {"documents": 0, "tokens": 0, "documents_truncated": 0, "tokens_lost_to_truncation": 0}
-
-    def tokenized_batches():
-        for batch in raw:  # as written by download: at most 10,000 documents each
-            full = encoder.encode(batch.column("text").to_pylist())
-            kept = truncate(full, max_length, encoder.truncation_side)
-            for before, after in zip(full, kept):
-                counts["documents_truncated"] += len(after) < len(before)
-                counts["tokens_lost_to_truncation"] += len(before) - len(after)
-                counts["tokens"] += len(after)
-            counts["documents"] += len(kept)
-            yield pa.record_batch([to_list_array(kept, schema.field("input_ids").type.value_type)], schema=schema)
-
+    splits = split_names("data/raw")
+    progress = Progress("tokenize")
     with replacing("data/tokenized") as output:
-        write_dataset(output, schema, tokenized_batches())
+        results = {split: tokenize_split(Path("data/raw", split), output / split, encoder, params, progress) for split in splits}
+        write_split_names(output, splits)
+    progress.close()
+
+    # Metrics and plots describe the training split; a validation split's counts sit beside.
+    train = results[splits[0]]
+    counts = dict(train["counts"])
+    if "validation" in results:
+        counts["validation"] = results["validation"]["counts"]
     write_json("metrics/tokenize.json", counts)
+    lengths = [(i * LENGTH_BIN, int(b), int(a)) for i, (b, a) in enumerate(zip(*train["histograms"].values()))]
+    write_csv("plots/document_lengths.csv", ["tokens", "documents", "documents_after_truncation"], lengths)
+    tokenized = counts["tokens"] + counts["tokens_lost_to_truncation"] - params["add_eos"] * counts["documents"]
+    write_csv("plots/tokenize_tokens.csv", ["step", "tokens"], [["tokenized", tokenized], ["kept after truncation", counts["tokens"]]])
     print(f"tokenize: {counts['documents']:,} documents -> {counts['tokens']:,} tokens in data/tokenized")
 
 

@@ -27,12 +27,12 @@ def run(args, cwd, check=True, **env) -> subprocess.CompletedProcess:
 
 
 def clone_repo(destination: Path) -> Path:
-    """A git clone of this repository carrying the working tree's tracked files, committed.
+    """A git clone of this repository carrying the working tree (tracked and new files), committed.
 
     In CI the working tree is a clean clone, so this is exactly `git clone`.
     """
     run(["git", "clone", "-q", str(REPO), str(destination)], cwd=REPO)
-    tracked = run(["git", "ls-files", "-z"], cwd=REPO).stdout.split("\0")
+    tracked = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO).stdout.split("\0")
     for name in filter(None, tracked):
         source = REPO / name
         if source.is_file():

@@ -87,3 +87,15 @@ def test_unreachable_or_unknown_datasets_are_one_line_errors(tmp_path):
         with pytest.raises(UserError, match=message) as error:
             list(load_batches(dataset, "train"))
         assert "\n" not in str(error.value)
+
+
+def test_held_out_documents_are_a_seeded_exact_share():
+    from stages.download import held_out
+
+    mask = held_out(1000, 0.1, seed=1)
+    assert mask.sum() == 100 and mask.dtype == bool
+    assert (held_out(1000, 0.1, seed=1) == mask).all() and not (held_out(1000, 0.1, seed=2) == mask).all()
+    assert held_out(1000, 7, seed=1).sum() == 7
+    for size, message in [(1.0, "fraction below 1"), (1000, "both splits"), (0.0001, "both splits")]:
+        with pytest.raises(UserError, match=message):
+            held_out(1000, size, seed=1)

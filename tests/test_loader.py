@@ -1,10 +1,12 @@
+import json
+
 import numpy as np
 import pyarrow as pa
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from stages.loader import Blocks, make_dataloader
+from stages.loader import BlockBatches, Blocks, make_dataloader
 from stages.storage import write_dataset
 
 BLOCK_SIZE = 16
@@ -83,3 +85,34 @@ def test_a_tiny_gpt2_trains_on_a_batch(grouped):
     assert torch.isfinite(loss) and loss.item() > 0
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def _rank_main(rank, world_size, folder, init_file, results):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        loader = make_dataloader(folder, batch_size=4, seed=5)  # rank and world size from the process group
+        epochs = [first_tokens(loader) for _ in range(2)]
+        (results / f"rank{rank}.json").write_text(json.dumps(epochs))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_processes_share_each_epoch_exactly(grouped, tmp_path):
+    folder, _ = grouped
+    torch.multiprocessing.spawn(_rank_main, args=(2, folder, tmp_path / "init", tmp_path), nprocs=2)
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    for epoch in range(2):
+        shares = [set(rank[epoch]) for rank in ranks]
+        assert len(ranks[0][epoch]) == len(ranks[1][epoch]) == BLOCKS // 2
+        assert not shares[0] & shares[1] and shares[0] | shares[1] == set(range(BLOCKS))
+    assert ranks[0][0] != ranks[0][1], "each epoch should deal a new order"
+
+
+def test_uneven_block_counts_give_equal_disjoint_shares():
+    shares = [np.concatenate(list(BlockBatches(101, 8, seed=3, rank=r, world_size=2))) for r in range(2)]
+    assert len(shares[0]) == len(shares[1]) == 50 and not set(shares[0]) & set(shares[1])
+    sampler = BlockBatches(101, 8, seed=3, rank=0, world_size=2)
+    sampler.set_epoch(4)
+    again = BlockBatches(101, 8, seed=3, rank=0, world_size=2)
+    again.set_epoch(4)
+    assert np.array_equal(np.concatenate(list(sampler)), np.concatenate(list(again)))

@@ -18,10 +18,11 @@ def with_value(section, key, value):
 
 def test_committed_params_are_lab1s_defaults():
     assert validate(copy.deepcopy(DEFAULTS)) == DEFAULTS
-    assert DEFAULTS["tokenize"] == {"tokenizer": "distilgpt2", "truncation": True, "max_length": 512}
+    assert DEFAULTS["tokenize"] == {"tokenizer": "distilgpt2", "truncation": True, "max_length": 512, "add_eos": False}
     assert DEFAULTS["group"] == {"block_size": 128}
     assert DEFAULTS["loader"] == {"batch_size": 8, "shuffle": True, "seed": 42}
     assert DEFAULTS["download"]["split"] == "train" and DEFAULTS["download"]["text_column"] == "text"
+    assert DEFAULTS["download"]["validation_size"] == 0  # Lab1 has no validation split
 
 
 @pytest.mark.parametrize(
@@ -37,6 +38,9 @@ def test_committed_params_are_lab1s_defaults():
         ("loader", "batch_size", None, "'loader.batch_size' must be int"),
         ("download", "dataset", "", "'download.dataset' must not be empty"),
         ("download", "colour", "red", "unknown key 'download.colour'"),
+        ("download", "validation_size", "10%", "'download.validation_size' must be int or float"),
+        ("download", "validation_size", -0.1, "'download.validation_size' must be >= 0"),
+        ("tokenize", "add_eos", 1, "'tokenize.add_eos' must be bool"),
     ],
 )
 def test_invalid_values_are_named(section, key, value, message):

@@ -1,0 +1,78 @@
+"""Metrics, plots, experiments and a validation split, through real `dvc` commands."""
+
+import json
+import shutil
+from collections import Counter
+
+import datasets
+import pytest
+
+from stages.download import builtin_documents
+from stages.loader import make_dataloader
+from tests.conftest import run
+
+
+@pytest.fixture
+def repo(built_repo, tmp_path):
+    """A private copy of the built clone, data and DVC cache included."""
+    return shutil.copytree(built_repo, tmp_path / "repo", symlinks=True)
+
+
+def test_longer_max_length_shows_in_metrics_diff_and_exp_show(repo):
+    run(["dvc", "exp", "run", "-n", "long-docs", "-S", "tokenize.max_length=1024"], cwd=repo)
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], cwd=repo).stdout)
+    lost = diff["metrics/tokenize.json"]["tokens_lost_to_truncation"]
+    blocks = diff["metrics/group.json"]["blocks"]
+    assert lost["new"] < lost["old"] and blocks["new"] > blocks["old"]
+    assert diff["metrics/tokenize.json"]["documents_truncated"]["diff"] < 0
+    shown = run(["dvc", "exp", "show", "--csv"], cwd=repo).stdout
+    assert "long-docs" in shown and "1024" in shown and "512" in shown
+
+
+def test_plots_render_to_html_and_diff_across_runs(repo):
+    run(["dvc", "plots", "show", "-o", "rendered"], cwd=repo)
+    page = (repo / "rendered" / "index.html").read_text()
+    assert "vega" in page and "Document length in tokens" in page and "Tokens kept by each step" in page
+    assert "documents_after_truncation" in page and "kept in blocks" in page
+    lengths = (repo / "plots" / "document_lengths.csv").read_text().splitlines()
+    assert lengths[0] == "tokens,documents,documents_after_truncation"
+    # The truncation point: no document is longer than 512 tokens after truncation.
+    after = {int(row.split(",")[0]): int(row.split(",")[2]) for row in lengths[1:]}
+    assert sum(n for start, n in after.items() if start > 512) == 0 and after[512] > 0
+    run(["dvc", "exp", "run", "-S", "tokenize.max_length=256"], cwd=repo)
+    run(["dvc", "plots", "diff", "HEAD", "-o", "compared"], cwd=repo)
+    assert "workspace" in (repo / "compared" / "index.html").read_text()
+
+
+def test_validation_split_holds_out_whole_documents(repo):
+    run(["dvc", "exp", "run", "-S", "download.validation_size=0.1"], cwd=repo)
+    raw = datasets.load_from_disk(str(repo / "data" / "raw"))
+    assert set(raw) == {"train", "validation"}
+    train, validation = raw["train"]["text"], raw["validation"]["text"]
+    assert len(validation) == round(25_488 * 0.1) and len(train) + len(validation) == 25_488
+    assert Counter(train) + Counter(validation) == Counter(builtin_documents())
+    grouped = datasets.load_from_disk(str(repo / "data" / "grouped"))
+    assert set(grouped) == {"train", "validation"}
+    metrics = json.loads((repo / "metrics" / "group.json").read_text())
+    assert metrics["validation"]["blocks"] == grouped["validation"].num_rows
+    check = json.loads((repo / "metrics" / "check.json").read_text())
+    assert check["batch_shape"] == [8, 128] and check["validation_batches"] > 0
+
+    served = [b["input_ids"] for b in make_dataloader(repo / "data" / "grouped", split="validation")]
+    assert [row.tolist() for batch in served for row in batch] == grouped["validation"]["input_ids"]
+    with pytest.raises(ValueError, match="no 'test' split"):
+        make_dataloader(repo / "data" / "grouped", split="test")
+
+
+def test_add_eos_separates_documents(repo):
+    before = json.loads((repo / "metrics" / "tokenize.json").read_text())
+    run(["dvc", "exp", "run", "-S", "tokenize.add_eos=true"], cwd=repo)
+    after = json.loads((repo / "metrics" / "tokenize.json").read_text())
+    assert after["tokens"] == before["tokens"] + before["documents"]
+    tokenized = datasets.load_from_disk(str(repo / "data" / "tokenized"))
+    assert all(ids[-1] == 50256 for ids in tokenized[:1000]["input_ids"])
+
+
+def test_stages_print_no_progress_lines_when_not_on_a_terminal(repo):
+    result = run(["dvc", "repro", "--force", "--single-item", "tokenize"], cwd=repo)
+    assert "\r" not in result.stdout + result.stderr
