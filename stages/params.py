@@ -49,7 +49,7 @@ def validate(params: dict) -> dict:
                 raise UserError(f"'{name}' must be {type_names}, got {value!r} ({type(value).__name__})")
             if isinstance(value, str) and not value.strip():
                 raise UserError(f"'{name}' must not be empty")
-            if minimum is not None and value < minimum:
+            if minimum is not None and not value >= minimum:  # NaN too
                 raise UserError(f"'{name}' must be >= {minimum}, got {value}")
     return params
 

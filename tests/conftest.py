@@ -41,7 +41,8 @@ def clone_repo(destination: Path) -> Path:
     # dvc exp run commits too: give the clone an identity even where git has none configured.
     run(["git", "config", "user.name", "test"], cwd=destination)
     run(["git", "config", "user.email", "test@example.com"], cwd=destination)
-    run(["git", "commit", "-qam", "working tree", "--allow-empty"], cwd=destination)
+    run(["git", "add", "-A"], cwd=destination)
+    run(["git", "commit", "-qm", "working tree", "--allow-empty"], cwd=destination)
     return destination
 
 

@@ -4,7 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stages.download import builtin_documents, load_batches, text_of
+from stages.download import held_out, text_of
+from stages.sources import builtin_documents, load_batches
 from stages.errors import UserError
 
 
@@ -90,8 +91,6 @@ def test_unreachable_or_unknown_datasets_are_one_line_errors(tmp_path):
 
 
 def test_held_out_documents_are_a_seeded_exact_share():
-    from stages.download import held_out
-
     mask = held_out(1000, 0.1, seed=1)
     assert mask.sum() == 100 and mask.dtype == bool
     assert (held_out(1000, 0.1, seed=1) == mask).all() and not (held_out(1000, 0.1, seed=2) == mask).all()

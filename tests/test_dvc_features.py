@@ -7,7 +7,7 @@ from collections import Counter
 import datasets
 import pytest
 
-from stages.download import builtin_documents
+from stages.sources import builtin_documents
 from stages.loader import make_dataloader
 from tests.conftest import run
 

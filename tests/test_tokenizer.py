@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from stages.download import builtin_documents
+from stages.sources import builtin_documents
 from stages.errors import UserError
 from stages.tokenizer import TiktokenGPT2, load_encoder, load_tokenizer
 
