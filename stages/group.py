@@ -5,7 +5,6 @@ metrics/group.json. Works one Arrow record batch at a time, so memory stays flat
 however large the corpus; tokens never become Python integers.
 """
 
-from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -13,17 +12,7 @@ import pyarrow as pa
 
 from stages.errors import UserError, run_stage
 from stages.params import load_params
-from stages.storage import (
-    as_numpy,
-    from_numpy,
-    read_batches,
-    replacing,
-    split_names,
-    write_csv,
-    write_dataset,
-    write_json,
-    write_split_names,
-)
+from stages.storage import as_numpy, from_numpy, map_splits, read_batches, split_metrics, write_csv, write_dataset, write_json
 
 
 def group_blocks(token_batches: Iterable[np.ndarray], block_size: int) -> Iterator[np.ndarray]:
@@ -72,13 +61,8 @@ def group_split(source, target, block_size: int) -> dict:
 
 def main() -> None:
     block_size = load_params("group")["block_size"]
-    splits = split_names("data/tokenized")
-    with replacing("data/grouped") as output:
-        results = {split: group_split(Path("data/tokenized", split), output / split, block_size) for split in splits}
-        write_split_names(output, splits)
-    counts = dict(results[splits[0]])
-    if "validation" in results:
-        counts["validation"] = results["validation"]
+    results = map_splits("data/tokenized", "data/grouped", lambda source, target: group_split(source, target, block_size))
+    counts = split_metrics(results)
     write_json("metrics/group.json", counts)
     write_csv("plots/group_tokens.csv", ["step", "tokens"], [["kept in blocks", counts["tokens_kept"]]])
     print(

@@ -220,6 +220,25 @@ def write_split_names(folder, names: list[str]) -> None:
         write_json(Path(folder) / "dataset_dict.json", {"splits": names})
 
 
+def map_splits(source, target, process) -> dict:
+    """Run `process(source_split, target_split)` for every split of `source`.
+
+    `target` gets the same split layout and replaces any old one only when every
+    split succeeded. Returns each split's result, by split name ("" without splits).
+    """
+    splits = split_names(source)
+    with replacing(target) as output:
+        results = {split: process(Path(source, split), output / split) for split in splits}
+        write_split_names(output, splits)
+    return results
+
+
+def split_metrics(results: dict) -> dict:
+    """Metrics of the training split, with a held-out split's beside them as `validation`."""
+    training, *held_out = results.values()
+    return {**training, **({"validation": held_out[0]} if held_out else {})}
+
+
 def split_folder(folder, split: str | None) -> Path:
     """The dataset folder of `split` ("train" by default) inside `folder`."""
     names = split_names(folder)

@@ -9,24 +9,14 @@ whatever the setting, so it is not a DVC param.
 """
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from stages.errors import run_stage
+from stages.errors import UserError, run_stage
 from stages.params import load_params
 from stages.progress import Progress
-from stages.storage import (
-    from_numpy,
-    read_batches,
-    replacing,
-    split_names,
-    write_csv,
-    write_dataset,
-    write_json,
-    write_split_names,
-)
+from stages.storage import from_numpy, map_splits, read_batches, split_metrics, write_csv, write_dataset, write_json
 from stages.tokenizer import load_encoder
 
 LENGTH_BIN = 16  # tokens per bar of the document-length plot
@@ -95,21 +85,21 @@ def tokenize_split(source, target, encoder, params: dict, progress: Progress) ->
 
 def main() -> None:
     params = load_params("tokenize")
-    encoder = load_encoder(params["tokenizer"], int(os.environ.get("TOKENIZE_THREADS", 0)))
-    splits = split_names("data/raw")
+    threads = os.environ.get("TOKENIZE_THREADS", "0")
+    if not threads.isdigit():
+        raise UserError(f"TOKENIZE_THREADS must be a whole number (0: one per core), got '{threads}'")
+    encoder = load_encoder(params["tokenizer"], int(threads))
     progress = Progress("tokenize")
-    with replacing("data/tokenized") as output:
-        results = {split: tokenize_split(Path("data/raw", split), output / split, encoder, params, progress) for split in splits}
-        write_split_names(output, splits)
+    results = map_splits(
+        "data/raw", "data/tokenized", lambda source, target: tokenize_split(source, target, encoder, params, progress)
+    )
     progress.close()
 
     # Metrics and plots describe the training split; a validation split's counts sit beside.
-    train = results[splits[0]]
-    counts = dict(train["counts"])
-    if "validation" in results:
-        counts["validation"] = results["validation"]["counts"]
+    counts = split_metrics({split: result["counts"] for split, result in results.items()})
     write_json("metrics/tokenize.json", counts)
-    lengths = [(i * LENGTH_BIN, int(b), int(a)) for i, (b, a) in enumerate(zip(*train["histograms"].values()))]
+    histograms = next(iter(results.values()))["histograms"]
+    lengths = [(i * LENGTH_BIN, int(b), int(a)) for i, (b, a) in enumerate(zip(histograms["before"], histograms["after"]))]
     write_csv("plots/document_lengths.csv", ["tokens", "documents", "documents_after_truncation"], lengths)
     tokenized = counts["tokens"] + counts["tokens_lost_to_truncation"] - params["add_eos"] * counts["documents"]
     write_csv("plots/tokenize_tokens.csv", ["step", "tokens"], [["tokenized", tokenized], ["kept after truncation", counts["tokens"]]])

@@ -72,6 +72,13 @@ def test_stages_reject_bad_params(built_repo, tmp_path, stage, changes, message)
     assert_clean_failure(result, tmp_path, output, message)
 
 
+def test_a_bad_thread_count(built_repo, tmp_path):
+    shutil.copytree(built_repo / "data" / "raw", tmp_path / "data" / "raw")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(DEFAULTS))
+    result = run(["python", "-m", "stages.tokenize"], cwd=tmp_path, check=False, PYTHONPATH=str(REPO), TOKENIZE_THREADS="many")
+    assert_clean_failure(result, tmp_path, "data/tokenized", "TOKENIZE_THREADS must be a whole number")
+
+
 def test_a_corpus_smaller_than_one_block(built_repo, tmp_path):
     shutil.copytree(built_repo / "data" / "tokenized", tmp_path / "data" / "tokenized")
     result = stage_in(tmp_path, "group", group__block_size=10_000_000)
