@@ -89,6 +89,8 @@ def main() -> None:
     if not threads.isdigit():
         raise UserError(f"TOKENIZE_THREADS must be a whole number (0: one per core), got '{threads}'")
     encoder = load_encoder(params["tokenizer"], int(threads))
+    if params["add_eos"] and encoder.eos_token_id is None:
+        raise UserError(f"tokenizer '{params['tokenizer']}' has no end-of-text token; set tokenize.add_eos to false")
     progress = Progress("tokenize")
     results = map_splits(
         "data/raw", "data/tokenized", lambda source, target: tokenize_split(source, target, encoder, params, progress)

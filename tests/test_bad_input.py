@@ -100,3 +100,17 @@ def test_dvc_reports_the_stage_error_and_keeps_no_output(repo_clone):
     assert "error: 'group.block_size' must be >= 1, got 0" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr + result.stdout
     assert not (repo_clone / "data" / "grouped").exists()
+
+
+def test_add_eos_with_a_tokenizer_that_has_no_eos(built_repo, tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = Tokenizer(models.WordLevel({"[UNK]": 0, "the": 1}, unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]").save_pretrained(tmp_path / "words")
+    shutil.copytree(built_repo / "data" / "raw", tmp_path / "data" / "raw")
+    result = stage_in(tmp_path, "tokenize", tokenize__tokenizer=str(tmp_path / "words"), tokenize__add_eos=True)
+    assert_clean_failure(result, tmp_path, "data/tokenized", "has no end-of-text token; set tokenize.add_eos to false")
+    result = stage_in(tmp_path, "tokenize", tokenize__tokenizer=str(tmp_path / "words"))
+    assert result.returncode == 0, result.stderr  # the same tokenizer without add_eos works
