@@ -57,3 +57,9 @@ def built_repo(tmp_path_factory) -> Path:
     clone = clone_repo(tmp_path_factory.mktemp("built") / "repo")
     run(["dvc", "repro"], cwd=clone)
     return clone
+
+
+@pytest.fixture
+def repo(built_repo, tmp_path) -> Path:
+    """A private copy of the built clone, data and DVC cache included, free to modify."""
+    return shutil.copytree(built_repo, tmp_path / "repo", symlinks=True)

@@ -1,21 +1,14 @@
 """Metrics, plots, experiments and a validation split, through real `dvc` commands."""
 
 import json
-import shutil
 from collections import Counter
 
 import datasets
 import pytest
 
-from stages.sources import builtin_documents
 from stages.loader import make_dataloader
+from stages.sources import builtin_documents
 from tests.conftest import run
-
-
-@pytest.fixture
-def repo(built_repo, tmp_path):
-    """A private copy of the built clone, data and DVC cache included."""
-    return shutil.copytree(built_repo, tmp_path / "repo", symlinks=True)
 
 
 def test_longer_max_length_shows_in_metrics_diff_and_exp_show(repo):

@@ -6,9 +6,8 @@ import signal
 import subprocess
 import time
 
-from tests.conftest import ENV
+from tests.conftest import ENV, run
 from tests.test_pipeline import files_of
-from tests.conftest import run
 
 
 def wait_for(path, timeout=60.0):
@@ -20,8 +19,7 @@ def wait_for(path, timeout=60.0):
     raise AssertionError(f"{path} never appeared")
 
 
-def test_a_stage_killed_mid_write_leaves_no_output_and_repro_rebuilds_it(built_repo, tmp_path):
-    repo = shutil.copytree(built_repo, tmp_path / "repo", symlinks=True)
+def test_a_stage_killed_mid_write_leaves_no_output_and_repro_rebuilds_it(built_repo, repo):
     expected = files_of(built_repo)
     shutil.rmtree(repo / "data" / "tokenized")
     stage = subprocess.Popen(

@@ -1,10 +1,7 @@
 """End to end: real `dvc` commands in temporary git clones of this repository."""
 
 import json
-import shutil
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import datasets
 
 from tests.conftest import REPO, clone_repo, run
@@ -57,9 +54,7 @@ def test_two_clean_runs_are_byte_identical(built_repo, tmp_path):
     assert files_of(other) == files_of(built_repo)
 
 
-def test_changing_block_size_reruns_only_group_and_check(tmp_path, built_repo):
-    repo = tmp_path / "repo"
-    shutil.copytree(built_repo, repo, symlinks=True)
+def test_changing_block_size_reruns_only_group_and_check(repo):
     output = run(["dvc", "exp", "run", "-S", "group.block_size=64"], cwd=repo).stdout
     assert "Running stage 'group'" in output and "Running stage 'check'" in output
     assert "Running stage 'download'" not in output and "Running stage 'tokenize'" not in output

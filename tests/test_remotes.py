@@ -71,11 +71,6 @@ def s3():
         server.stop()
 
 
-@pytest.fixture
-def repo(built_repo, tmp_path):
-    return shutil.copytree(built_repo, tmp_path / "repo", symlinks=True)
-
-
 def add_remote(repo, url, endpoint=None):
     """Configure the default remote the way the README says, and commit it for the team."""
     run(["dvc", "remote", "add", "-d", "team", url], cwd=repo)

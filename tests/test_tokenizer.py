@@ -1,8 +1,7 @@
-import numpy as np
 import pytest
 
-from stages.sources import builtin_documents
 from stages.errors import UserError
+from stages.sources import builtin_documents
 from stages.tokenizer import TiktokenGPT2, load_encoder, load_tokenizer
 
 
