@@ -121,11 +121,13 @@ def make_dataloader(
     folder = split_folder(path, split)
     if shuffle is None:
         shuffle = split in (None, "train")
+    if (rank is None) != (world_size is None):
+        raise ValueError("give both rank and world_size, or neither (then torch.distributed decides)")
     if world_size is None:
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         rank, world_size = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
     blocks = Blocks(folder)
-    batches = BlockBatches(len(blocks), batch_size, shuffle, seed, rank or 0, world_size, drop_last)
+    batches = BlockBatches(len(blocks), batch_size, shuffle, seed, rank, world_size, drop_last)
     # The sampler yields whole batches of indices, so each batch is one gather, not
     # batch_size item fetches plus a collate; batch_size=None tells DataLoader so.
     dataloader_kwargs.setdefault("collate_fn", batch_as_is)

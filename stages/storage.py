@@ -112,27 +112,16 @@ def _corrupt(folder: Path, stage: str, error: Exception) -> UserError:
     )
 
 
-def read_dataset(folder, stage: str) -> pa.Table:
-    """Memory-map a dataset folder written by `stage`, for random access (the loader).
+def map_fixed_size_rows(folder, stage: str, column: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Memory-map the fixed-size-list `column` of a dataset written by `stage`, for the loader.
 
     The folder is checked against its hash first; a corrupt or truncated one is
     reported naming the stage that rebuilds it.
-    """
-    folder = Path(folder)
-    data_file = _verified_data_file(folder, stage)
-    try:
-        return pa.ipc.open_stream(pa.memory_map(str(data_file))).read_all()
-    except pa.ArrowException as error:
-        raise _corrupt(folder, stage, error) from None
-
-
-def map_fixed_size_rows(folder, stage: str, column: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """Memory-map the fixed-size-list `column` of a dataset for fast random row access.
 
     Returns `values`, a zero-copy 1-D view of the whole file as the column's value
-    type, `row_starts`, where each row's values begin in it, and the row size. The record batches
-    are not contiguous in the file, so this lets one fancy index gather rows from
-    any of them: values[row_starts[rows, None] + arange(row_size)].
+    type, `row_starts`, where each row's values begin in it, and the row size. The
+    record batches are not contiguous in the file, so this lets one fancy index
+    gather rows from any of them: values[row_starts[rows, None] + arange(row_size)].
     """
     folder = Path(folder)
     data_file = _verified_data_file(folder, stage)
@@ -156,7 +145,7 @@ def map_fixed_size_rows(folder, stage: str, column: str) -> tuple[np.ndarray, np
 
 
 def read_batches(folder, stage: str) -> pa.RecordBatchStreamReader:
-    """Stream the record batches of a dataset folder written by `stage` (checked like read_dataset).
+    """Stream the record batches of a dataset folder written by `stage`, checked against its hash.
 
     Each batch is read into memory and freed after use; a memory map would instead
     keep every page it touched resident, so a stage's RSS would grow with the corpus.

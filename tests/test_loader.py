@@ -116,3 +116,11 @@ def test_uneven_block_counts_give_equal_disjoint_shares():
     again = BlockBatches(101, 8, seed=3, rank=0, world_size=2)
     again.set_epoch(4)
     assert np.array_equal(np.concatenate(list(sampler)), np.concatenate(list(again)))
+
+
+def test_explicit_rank_and_world_size(grouped):
+    folder, _ = grouped
+    shares = [first_tokens(make_dataloader(folder, seed=2, rank=r, world_size=4)) for r in range(4)]
+    assert sorted(t for share in shares for t in share) == list(range(BLOCKS))
+    with pytest.raises(ValueError, match="give both rank and world_size"):
+        make_dataloader(folder, world_size=2)

@@ -3,7 +3,7 @@ import pyarrow as pa
 import pytest
 
 from stages.errors import UserError
-from stages.storage import DATA_FILE, read_dataset, replacing, write_dataset
+from stages.storage import DATA_FILE, read_batches, replacing, write_dataset
 
 SCHEMA = pa.schema([("input_ids", pa.list_(pa.uint16()))])
 
@@ -18,7 +18,7 @@ def test_written_dataset_opens_with_datasets_and_round_trips(tmp_path):
     loaded = datasets.load_from_disk(str(tmp_path / "out"))
     assert loaded.features["input_ids"] == datasets.List(datasets.Value("uint16"))
     assert loaded[12]["input_ids"] == [12, 12]
-    assert read_dataset(tmp_path / "out", stage="test").column("input_ids").to_pylist() == loaded["input_ids"]
+    assert read_batches(tmp_path / "out", stage="test").read_all().column("input_ids").to_pylist() == loaded["input_ids"]
 
 
 def test_writing_twice_gives_identical_bytes(tmp_path):
@@ -40,12 +40,12 @@ def test_corrupt_data_names_the_folder_and_the_stage(tmp_path, damage):
     else:
         data.unlink()
     with pytest.raises(UserError, match=r"corrupt or truncated.*dvc repro --force --single-item tokenize"):
-        read_dataset(tmp_path / "out", stage="tokenize")
+        read_batches(tmp_path / "out", stage="tokenize")
 
 
 def test_missing_folder_names_the_stage(tmp_path):
     with pytest.raises(UserError, match="run the 'group' stage first"):
-        read_dataset(tmp_path / "nothing", stage="group")
+        read_batches(tmp_path / "nothing", stage="group")
 
 
 def test_replacing_keeps_nothing_from_a_failed_write(tmp_path):
