@@ -111,7 +111,8 @@ def measure(args, cwd, **env) -> tuple[float, float, str]:
 
 def clone(destination: Path, dataset: Path) -> Path:
     subprocess.run(["git", "clone", "-q", str(REPO), str(destination)], check=True)
-    set_param(destination, "download.dataset", str(dataset))
+    set_param(destination, "download.dataset", "local")
+    set_param(destination, "download.local_path", str(dataset))
     return destination
 
 

@@ -36,8 +36,9 @@ def main() -> None:
     found = {"batch_shape": list(batch["input_ids"].shape), "dtype": "int64", "batches": len(loader)}
     if "validation" in split_names("data/grouped"):
         validation = make_dataloader("data/grouped", params["batch_size"], split="validation")
-        # A small held-out split may have fewer blocks than one batch.
-        check_batch(next(iter(validation)), min(params["batch_size"], len(validation.dataset)), block_size)
+        # A small held-out split may have fewer blocks than one batch, or none (group warned).
+        if len(validation.dataset):
+            check_batch(next(iter(validation)), min(params["batch_size"], len(validation.dataset)), block_size)
         found["validation_batches"] = len(validation)
     write_json("metrics/check.json", found)
     print(f"check: input_ids and labels are int64 {tuple(found['batch_shape'])}; {len(loader):,} batches per epoch")

@@ -15,26 +15,50 @@ import pyarrow.compute as pc
 from stages.errors import UserError, run_stage
 from stages.params import load_params
 from stages.progress import Progress
-from stages.sources import load_batches
+from stages.inputs import resolve_input
+from stages.sources import BUILTIN_CORPUS, load_batches
 from stages.storage import read_batches, replacing, write_dataset, write_json, write_split_names
 
 SCHEMA = pa.schema([("text", pa.string())])
 
 
-def text_of(batch: pa.Table, text_column: str) -> tuple[pa.Array, int]:
-    """The non-empty documents of `batch[text_column]` as strings, and how many were empty."""
+def text_of(batch: pa.Table, text_column: str, first_row: int = 0) -> tuple[pa.Array, int]:
+    """The non-empty documents of `batch[text_column]` as strings, and how many were empty.
+
+    A dictionary-encoded text column (pandas' `category`) is decoded; text that is
+    not valid UTF-8 is refused here, naming its row (counted from `first_row`), so
+    it never reaches the tokenizer.
+    """
     if text_column not in batch.column_names:
         raise UserError(
             f"no column '{text_column}'; set download.text_column to one of: {', '.join(batch.column_names)}"
         )
     column = batch.column(text_column)
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         raise UserError(f"column '{text_column}' holds {column.type}, not text; set download.text_column")
     if column.null_count:
         raise UserError(f"column '{text_column}' has {column.null_count} missing (null) documents; fill or drop them")
     column = column.combine_chunks().cast(pa.string())
+    _require_utf8(column, text_column, first_row)
     not_empty = pc.greater(pc.binary_length(column), 0)
     return column.filter(not_empty), len(column) - pc.sum(not_empty).as_py()
+
+
+def _require_utf8(column: pa.Array, text_column: str, first_row: int) -> None:
+    try:
+        column.validate(full=True)
+    except pa.ArrowInvalid:
+        for row, value in enumerate(column.cast(pa.binary()).to_pylist()):
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise UserError(
+                    f"column '{text_column}' row {first_row + row:,} is not valid UTF-8 (byte {error.start}); "
+                    "re-encode the corpus as UTF-8"
+                ) from None
+        raise
 
 
 def held_out(documents: int, validation_size: int | float, seed: int) -> np.ndarray:
@@ -59,18 +83,24 @@ def held_out(documents: int, validation_size: int | float, seed: int) -> np.ndar
 def _masked(batches: Iterator[pa.RecordBatch], mask: np.ndarray) -> Iterator[pa.RecordBatch]:
     start = 0
     for batch in batches:
-        yield batch.filter(pa.array(mask[start : start + batch.num_rows]))
+        kept = batch.filter(pa.array(mask[start : start + batch.num_rows]))
         start += batch.num_rows
+        if kept.num_rows:  # a batch with no held-out document must not become an empty one
+            yield kept
 
 
 def main() -> None:
     params = load_params("download")
+    source = resolve_input("download", "dataset", params, builtins=[BUILTIN_CORPUS])
+    batches, version = load_batches(source, params["split"])
     counts = {"documents": 0, "characters": 0, "empty_documents_skipped": 0}
     progress = Progress("download")
 
     def cleaned_batches() -> Iterator[pa.RecordBatch]:
-        for batch in load_batches(params["dataset"], params["split"]):
-            texts, empty = text_of(batch, params["text_column"])
+        rows = 0
+        for batch in batches:
+            texts, empty = text_of(batch, params["text_column"], first_row=rows)
+            rows += batch.num_rows
             counts["documents"] += len(texts)
             counts["characters"] += pc.sum(pc.utf8_length(texts)).as_py() or 0
             counts["empty_documents_skipped"] += empty
@@ -84,7 +114,7 @@ def main() -> None:
         write_dataset(everything, SCHEMA, cleaned_batches())
         progress.close()
         if counts["documents"] == 0:
-            raise UserError(f"dataset '{params['dataset']}' split '{params['split']}' has no non-empty documents")
+            raise UserError(f"dataset '{source.name}' split '{params['split']}' has no non-empty documents")
         if params["validation_size"]:
             mask = held_out(counts["documents"], params["validation_size"], params["seed"])
             for split, keep in (("train", ~mask), ("validation", mask)):
@@ -92,7 +122,8 @@ def main() -> None:
             write_split_names(output, ["train", "validation"])
             shutil.rmtree(everything)
             counts["validation_documents"] = int(mask.sum())
-    write_json("metrics/download.json", counts)
+        # Inside `replacing`: if the metrics cannot be written, no new data/raw appears either.
+        write_json("metrics/download.json", {**counts, "source": f"{source.name} ({source.describe()})", "version": version})
     print(f"download: {counts['documents']:,} documents, {counts['characters']:,} characters -> data/raw")
 
 

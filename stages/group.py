@@ -31,8 +31,13 @@ def group_blocks(token_batches: Iterable[np.ndarray], block_size: int) -> Iterat
         carry = stream[usable:]
 
 
-def group_split(source, target, block_size: int) -> dict:
-    """Cut one split's token stream from `source` into blocks written to `target`; return counts."""
+def group_split(source, target, block_size: int, required: bool = True) -> dict:
+    """Cut one split's token stream from `source` into blocks written to `target`; return counts.
+
+    A split with fewer tokens than one block is an error when `required` (training
+    data), else an empty split whose tokens are all counted as dropped (a small
+    held-out split).
+    """
     tokenized = read_batches(source, stage="tokenize")
     id_type = tokenized.schema.field("input_ids").type.value_type
     schema = pa.schema([("input_ids", pa.list_(id_type, block_size))])
@@ -50,7 +55,7 @@ def group_split(source, target, block_size: int) -> dict:
         for blocks in group_blocks(token_batches(), block_size)
     )
     blocks = write_dataset(target, schema, block_batches)
-    if blocks == 0:
+    if blocks == 0 and required:
         raise UserError(
             f"{source} has {total['tokens']:,} tokens, fewer than one block of {block_size}; "
             "lower group.block_size or use a larger dataset"
@@ -61,13 +66,23 @@ def group_split(source, target, block_size: int) -> dict:
 
 def main() -> None:
     block_size = load_params("group")["block_size"]
-    results = map_splits("data/tokenized", "data/grouped", lambda source, target: group_split(source, target, block_size))
-    counts = split_metrics(results)
-    write_json("metrics/group.json", counts)
-    write_csv("plots/group_tokens.csv", ["step", "tokens"], [["kept in blocks", counts["tokens_kept"]]])
-    print(
-        f"group: {counts['blocks']:,} blocks of {block_size} tokens -> data/grouped "
-        f"({counts['tokens_dropped_at_tail']} dropped at the tail)"
+
+    def write_reports(results: dict) -> None:
+        counts = split_metrics(results)
+        write_json("metrics/group.json", counts)
+        write_csv("plots/group_tokens.csv", ["step", "tokens"], [["kept in blocks", counts["tokens_kept"]]])
+        print(
+            f"group: {counts['blocks']:,} blocks of {block_size} tokens -> data/grouped "
+            f"({counts['tokens_dropped_at_tail']} dropped at the tail)"
+        )
+        if counts.get("validation", {}).get("blocks") == 0:
+            print(f"group: warning: the validation split is shorter than one block of {block_size} tokens, so it is empty")
+
+    map_splits(
+        "data/tokenized",
+        "data/grouped",
+        lambda source, target: group_split(source, target, block_size, required=source.name != "validation"),
+        write_reports,
     )
 
 

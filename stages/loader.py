@@ -13,18 +13,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from stages.storage import map_fixed_size_rows, split_folder
 
+# This repository's data/grouped, so training code run from any directory finds it.
+DEFAULT_PATH = Path(__file__).resolve().parents[1] / "data" / "grouped"
+
 
 class Blocks(Dataset):
-    """The fixed-length blocks of a dataset folder written by the group stage."""
+    """The fixed-length blocks of a dataset folder written by the group stage.
 
-    def __init__(self, path="data/grouped"):
+    `verify` checks the data against its hash once, in the process that builds it;
+    DataLoader workers reopen the memory map without reading the data again.
+    """
+
+    def __init__(self, path=DEFAULT_PATH, verify: bool = True):
         self.path = Path(path)
         # One zero-copy view of the memory map, and where each block starts in it.
-        self.values, self.row_starts, self.block_size = map_fixed_size_rows(self.path, "group", "input_ids")
+        self.values, self.row_starts, self.block_size = map_fixed_size_rows(self.path, "group", "input_ids", verify)
         self.columns = np.arange(self.block_size)
 
     def __len__(self) -> int:
@@ -51,10 +58,11 @@ class Blocks(Dataset):
         return {"path": self.path}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["path"])
+        # The parent verified the data when it built the loader: a worker only maps it.
+        self.__init__(state["path"], verify=False)
 
 
-class BlockBatches(Sampler):
+class BlockBatches(DistributedSampler):
     """Batches of block indices, as numpy arrays: one seeded permutation per epoch.
 
     Epoch e's order depends only on (seed, e), so a run resumed with set_epoch(e)
@@ -62,17 +70,17 @@ class BlockBatches(Sampler):
     rank r takes every world_size-th block of the order: disjoint, equal shares;
     the last len % world_size blocks of each epoch's order are left out so that
     shares stay equal (they differ from epoch to epoch when shuffled).
+
+    It is a DistributedSampler because that is how trainers recognise a loader that
+    is already sharded: PyTorch Lightning replaces any other sampler with its own
+    and would shard the rank's share a second time; it calls set_epoch instead.
     """
 
     def __init__(self, num_blocks, batch_size, shuffle=True, seed=42, rank=0, world_size=1, drop_last=False):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
-        self.num_blocks, self.batch_size, self.shuffle, self.seed = num_blocks, batch_size, shuffle, seed
-        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        super().__init__(range(num_blocks), world_size, rank, shuffle, seed, drop_last)
+        self.num_blocks, self.batch_size, self.world_size = num_blocks, batch_size, world_size
 
     def _share(self) -> int:
         return self.num_blocks // self.world_size
@@ -98,7 +106,7 @@ def batch_as_is(batch: dict) -> dict:
 
 
 def make_dataloader(
-    path="data/grouped",
+    path=DEFAULT_PATH,
     batch_size: int = 8,
     shuffle: bool | None = None,
     seed: int = 42,
@@ -110,6 +118,8 @@ def make_dataloader(
 ) -> DataLoader:
     """A standard DataLoader of {"input_ids", "labels"} int64 batches of shape (batch_size, block_size).
 
+    path: a folder written by the group stage; by default this repository's data/grouped.
+
     split: "train" (the default) or "validation" when download.validation_size held
         documents out. shuffle: defaults to True for train, False for validation.
     seed: the shuffled order of epoch e depends only on (seed, e); each pass over
@@ -118,6 +128,8 @@ def make_dataloader(
         from an initialised torch.distributed process group, else 0 and 1.
     Other keyword arguments (num_workers, pin_memory, ...) go to DataLoader.
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     folder = split_folder(path, split)
     if shuffle is None:
         shuffle = split in (None, "train")

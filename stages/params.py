@@ -2,24 +2,37 @@
 
 from pathlib import Path
 
-import yaml
-
 from stages.errors import UserError
 
 PARAMS_FILE = Path("params.yaml")
 
-# section -> key -> (type or types, smallest allowed value or None)
+# Longest document and block, in tokens: 2^20 = 1,048,576, longer than any model's
+# context today. Bounds keep a typo (3000000000) from becoming a MemoryError or
+# an overflow hours into a run; Arrow's 32-bit list offsets would fail far later.
+MAX_TOKENS = 1 << 20
+MAX_BATCH = 1 << 16
+
+# section -> key -> (type or types, smallest allowed value or None, largest or None)
 SCHEMA = {
     "download": {
-        "dataset": (str, None),
-        "split": (str, None),
-        "text_column": (str, None),
-        "validation_size": ((int, float), 0),
-        "seed": (int, 0),
+        "dataset": (str, None, None),
+        "local_path": (str, None, None),
+        "revision": (str, None, None),
+        "split": (str, None, None),
+        "text_column": (str, None, None),
+        "validation_size": ((int, float), 0, None),
+        "seed": (int, 0, None),
     },
-    "tokenize": {"tokenizer": (str, None), "truncation": (bool, None), "max_length": (int, 1), "add_eos": (bool, None)},
-    "group": {"block_size": (int, 1)},
-    "loader": {"batch_size": (int, 1), "shuffle": (bool, None), "seed": (int, 0)},
+    "tokenize": {
+        "tokenizer": (str, None, None),
+        "local_path": (str, None, None),
+        "revision": (str, None, None),
+        "truncation": (bool, None, None),
+        "max_length": (int, 1, MAX_TOKENS),
+        "add_eos": (bool, None, None),
+    },
+    "group": {"block_size": (int, 1, MAX_TOKENS)},
+    "loader": {"batch_size": (int, 1, MAX_BATCH), "shuffle": (bool, None, None), "seed": (int, 0, None)},
 }
 
 
@@ -37,7 +50,7 @@ def validate(params: dict) -> dict:
         for key in values:
             if key not in keys:
                 raise UserError(f"unknown key '{section}.{key}' in {PARAMS_FILE}; known: {', '.join(keys)}")
-        for key, (expected, minimum) in keys.items():
+        for key, (expected, minimum, maximum) in keys.items():
             name = f"{section}.{key}"
             if key not in values:
                 raise UserError(f"missing '{name}' in {PARAMS_FILE}")
@@ -51,15 +64,24 @@ def validate(params: dict) -> dict:
                 raise UserError(f"'{name}' must not be empty")
             if minimum is not None and not value >= minimum:  # NaN too
                 raise UserError(f"'{name}' must be >= {minimum}, got {value}")
+            if maximum is not None and value > maximum:
+                raise UserError(f"'{name}' must be <= {maximum:,}, got {value:,}")
     return params
 
 
 def load_params(section: str, path: Path = PARAMS_FILE) -> dict:
-    """Return one validated section of params.yaml (the whole file is validated)."""
+    """Return one validated section of params.yaml (the whole file is validated).
+
+    The file is parsed exactly as DVC parses it (ruamel.yaml, YAML 1.2), so the
+    values a stage runs with are the ones `dvc.lock` and `dvc params diff` show:
+    PyYAML's YAML 1.1 would read `block_size: 010` as 8 where DVC records 10.
+    """
+    from ruamel.yaml import YAML, YAMLError
+
     try:
-        params = yaml.safe_load(Path(path).read_text())
+        params = YAML(typ="safe").load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path} not found; run from the repository root") from None
-    except yaml.YAMLError as error:
+    except (YAMLError, UnicodeDecodeError) as error:
         raise UserError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
     return validate(params)[section]

@@ -1,10 +1,14 @@
-"""Where corpora come from: the built-in one, a local parquet file, or `datasets`.
+"""Where corpora come from: the built-in one, a local file or folder, or a Hub dataset.
 
 Every source yields Arrow tables of at most BATCH_DOCUMENTS rows, so the download
-stage streams any corpus in flat memory.
+stage streams any corpus in flat memory. Nothing here runs code from a dataset
+(`trust_remote_code=False`), and `datasets` keeps its lock files in a temporary
+folder instead of ~/.cache.
 """
 
+import importlib.metadata
 import importlib.util
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -12,9 +16,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stages.errors import UserError, first_line
+from stages.inputs import Input, hub_commit
 
 BUILTIN_CORPUS = "sotu-paragraphs"
-LOCAL_FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".txt": "text"}
+# `datasets` builders for local files, by ending (compared in lower case), and the
+# options that read them as text exactly: a UTF-8 byte-order mark is not text, and
+# CSV cells that read NA, None, null or nan are documents, not missing values.
+LOCAL_FILE_BUILDERS = {
+    ".csv": ("csv", {"encoding": "utf-8-sig", "keep_default_na": False, "na_filter": False}),
+    ".json": ("json", {"encoding": "utf-8-sig"}),
+    ".jsonl": ("json", {"encoding": "utf-8-sig"}),
+    ".txt": ("text", {"encoding": "utf-8-sig"}),
+}
 BATCH_DOCUMENTS = 10_000
 
 
@@ -55,35 +68,48 @@ def _parquet_batches(path: Path) -> Iterator[pa.Table]:
         yield pa.Table.from_batches([batch])
 
 
-def _hub_batches(dataset: str, split: str) -> Iterator[pa.Table]:
-    """Stream a Hub dataset, a Hub-layout folder or a local file, in Arrow batches."""
-    import datasets  # only this path needs it; it costs a second to import
+def _datasets_batches(name: str, path: str, split: str, **options) -> Iterator[pa.Table]:
+    """Stream a Hub dataset, a Hub-layout folder or a local file (`name`) through `datasets`, in Arrow batches."""
+    import datasets  # only these sources need it; it costs a second to import
 
     # We report a failed load as one line ourselves; datasets would log it as well.
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     datasets.disable_progress_bars()
-    path = Path(dataset)
     try:
-        if path.is_file():
-            builder = LOCAL_FILE_BUILDERS.get(path.suffix.lower())
-            if builder is None:
-                raise UserError(f"cannot read {path}: use one of .parquet, {', '.join(LOCAL_FILE_BUILDERS)}")
-            loaded = datasets.load_dataset(builder, data_files=str(path), split=split, streaming=True)
-        else:
-            loaded = datasets.load_dataset(dataset, split=split, streaming=True)
-        yield from loaded.with_format("arrow").iter(batch_size=BATCH_DOCUMENTS)
+        with tempfile.TemporaryDirectory(prefix="lm-data-datasets-") as cache:
+            loaded = datasets.load_dataset(
+                path, split=split, streaming=True, cache_dir=cache, trust_remote_code=False, **options
+            )
+            yield from loaded.with_format("arrow").iter(batch_size=BATCH_DOCUMENTS)
     except UserError:
         raise
     except Exception as error:  # datasets raises many types for a missing split, repo or network
-        raise UserError(f"cannot load dataset '{dataset}' (split '{split}'): {first_line(error)}") from None
+        raise UserError(f"cannot load dataset '{name}' (split '{split}'): {first_line(error)}") from None
 
 
-def load_batches(dataset: str, split: str) -> Iterator[pa.Table]:
-    """Arrow batches of the corpus `dataset` (built-in name, Hub name or local path)."""
-    if (dataset == BUILTIN_CORPUS or Path(dataset).is_file()) and split != "train":
-        raise UserError(f"'{dataset}' is a single split, 'train'; set download.split to train")
-    if dataset == BUILTIN_CORPUS:
-        return _batched(builtin_documents())
-    if dataset.endswith(".parquet"):
-        return _parquet_batches(Path(dataset))
-    return _hub_batches(dataset, split)
+def _local_batches(path: Path, split: str) -> Iterator[pa.Table]:
+    if path.is_dir():
+        return _datasets_batches(str(path), str(path), split)
+    if split != "train":
+        raise UserError(f"{path} is a single split, 'train'; set download.split to train")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path} is empty: it has no documents")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return _parquet_batches(path)
+    if suffix not in LOCAL_FILE_BUILDERS:
+        raise UserError(f"cannot read {path}: use one of .parquet, {', '.join(LOCAL_FILE_BUILDERS)} (any case)")
+    builder, options = LOCAL_FILE_BUILDERS[suffix]
+    return _datasets_batches(str(path), builder, split, data_files=str(path), **options)
+
+
+def load_batches(source: Input, split: str) -> tuple[Iterator[pa.Table], str]:
+    """Arrow batches of the corpus `source`, and the exact version read (for the metrics)."""
+    if source.kind == "builtin":
+        if split != "train":
+            raise UserError(f"'{source.name}' is a single split, 'train'; set download.split to train")
+        return _batched(builtin_documents()), f"sotu=={importlib.metadata.version('sotu')}"
+    if source.kind == "local":
+        return _local_batches(Path(source.name), split), "local: hashed in dvc.lock"
+    commit = hub_commit(source.name, source.revision, "dataset")
+    return _datasets_batches(source.name, source.name, split, revision=commit), commit

@@ -6,6 +6,7 @@ every output, but without importing `datasets`, and byte-for-byte reproducibly:
 `save_to_disk` may store a random `_fingerprint`, ours is a hash of the data.
 """
 
+import fcntl
 import hashlib
 import json
 import os
@@ -27,18 +28,49 @@ def replacing(path) -> Iterator[Path]:
     """Yield a temporary sibling of `path` to write into; it replaces `path` only on success.
 
     A failed or killed stage therefore never leaves an output that looks complete.
+    A second run writing the same output at the same time is refused, not
+    interleaved: it would delete the first run's half-written folder.
     """
     path = Path(path)
     temporary = path.with_name(f".{path.name}.partial")
-    _remove(temporary)
     temporary.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        yield temporary
-    except BaseException:
+    with _exclusive(path.with_name(f".{path.name}.lock"), path), _naming(path):
         _remove(temporary)
+        try:
+            yield temporary
+        except BaseException:
+            _remove(temporary)
+            raise
+        _remove(path)
+        os.replace(temporary, path)
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Give an OSError raised while writing `path` that path, if it names none.
+
+    A failed write() (ENOSPC from Python or Arrow) carries no file name, and the
+    one-line error must say where the disk filled up.
+    """
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None:
+            error.filename = str(path)
         raise
-    _remove(path)
-    os.replace(temporary, path)
+
+
+@contextmanager
+def _exclusive(lock_path: Path, output: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_path` (the kernel drops it when the process dies)."""
+    with open(lock_path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"another run is writing {output} right now; wait for it to finish (one run per stage at a time)"
+            ) from None
+        yield
 
 
 def _remove(path: Path) -> None:
@@ -91,15 +123,20 @@ def _file_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _verified_data_file(folder: Path, stage: str) -> Path:
+def _verified_data_file(folder: Path, stage: str, verify: bool = True) -> Path:
+    """The Arrow file of a dataset folder written by `stage`, checked against its hash unless not `verify`."""
     if not folder.is_dir():
         raise UserError(f"{folder} does not exist; run the '{stage}' stage first: dvc repro {stage}")
+    if not (folder / "state.json").exists():
+        raise UserError(f"{folder} is not a dataset folder (no state.json); give the '{stage}' stage's output")
     try:
         state = json.loads((folder / "state.json").read_text())
         data_file = folder / state["_data_files"][0]["filename"]
         # A stream cut at a batch boundary still parses, so only the hash proves it whole.
-        if _file_hash(data_file)[:16] != state["_fingerprint"]:
+        if verify and _file_hash(data_file)[:16] != state["_fingerprint"]:
             raise ValueError(f"{data_file.name} does not match the hash in state.json")
+        if not data_file.is_file():
+            raise ValueError(f"{data_file.name} is missing")
         return data_file
     except (OSError, ValueError, LookupError, TypeError) as error:
         raise _corrupt(folder, stage, error) from None
@@ -112,11 +149,12 @@ def _corrupt(folder: Path, stage: str, error: Exception) -> UserError:
     )
 
 
-def map_fixed_size_rows(folder, stage: str, column: str) -> tuple[np.ndarray, np.ndarray, int]:
+def map_fixed_size_rows(folder, stage: str, column: str, verify: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
     """Memory-map the fixed-size-list `column` of a dataset written by `stage`, for the loader.
 
-    The folder is checked against its hash first; a corrupt or truncated one is
-    reported naming the stage that rebuilds it.
+    The folder is checked against its hash first (unless not `verify`); a corrupt or
+    truncated one is reported naming the stage that rebuilds it, and a folder of
+    another kind (data/raw, data/tokenized) naming what was expected.
 
     Returns `values`, a zero-copy 1-D view of the whole file as the column's value
     type, `row_starts`, where each row's values begin in it, and the row size. The
@@ -124,7 +162,7 @@ def map_fixed_size_rows(folder, stage: str, column: str) -> tuple[np.ndarray, np
     gather rows from any of them: values[row_starts[rows, None] + arange(row_size)].
     """
     folder = Path(folder)
-    data_file = _verified_data_file(folder, stage)
+    data_file = _verified_data_file(folder, stage, verify)
     try:
         source = pa.memory_map(str(data_file))
         table = pa.ipc.open_stream(source).read_all()
@@ -132,7 +170,14 @@ def map_fixed_size_rows(folder, stage: str, column: str) -> tuple[np.ndarray, np
         whole = source.read_buffer()  # the whole map, without copying
     except pa.ArrowException as error:
         raise _corrupt(folder, stage, error) from None
-    row_type = table.schema.field(column).type
+    field = table.schema.field(column) if column in table.schema.names else None
+    if field is None or not pa.types.is_fixed_size_list(field.type):
+        found = ", ".join(f"{f.name}: {f.type}" for f in table.schema)
+        raise UserError(
+            f"{folder} holds {found}, not the fixed-length '{column}' blocks the '{stage}' stage writes; "
+            f"give its output folder (data/grouped)"
+        )
+    row_type = field.type
     row_size, dtype = row_type.list_size, np.dtype(str(row_type.value_type))
     values = np.frombuffer(whole, dtype=dtype, count=whole.size // dtype.itemsize)
     row_starts = []
@@ -180,8 +225,13 @@ def _write_text(path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    try:
+        with _naming(path):
+            temporary.write_text(text)
+            os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def write_json(path, values: dict) -> None:
@@ -209,17 +259,19 @@ def write_split_names(folder, names: list[str]) -> None:
         write_json(Path(folder) / "dataset_dict.json", {"splits": names})
 
 
-def map_splits(source, target, process) -> dict:
-    """Run `process(source_split, target_split)` for every split of `source`.
+def map_splits(source, target, process, write_reports) -> None:
+    """Run `process(source_split, target_split)` for every split of `source`, then `write_reports`.
 
-    `target` gets the same split layout and replaces any old one only when every
-    split succeeded. Returns each split's result, by split name ("" without splits).
+    `write_reports` gets each split's result, by split name ("" without splits), and
+    writes the stage's metrics and plots. `target` gets the same split layout and
+    replaces any old one only when every split and the reports succeeded, so a
+    failure (a read-only metrics/, a full disk) leaves no new output behind.
     """
     splits = split_names(source)
     with replacing(target) as output:
         results = {split: process(Path(source, split), output / split) for split in splits}
         write_split_names(output, splits)
-    return results
+        write_reports(results)
 
 
 def split_metrics(results: dict) -> dict:

@@ -42,8 +42,25 @@ def gpt2_files() -> dict[str, Path]:
     return files
 
 
-def load_tokenizer(name: str):
-    """A transformers tokenizer: built-in GPT-2 offline, else AutoTokenizer (Hub name or folder)."""
+def refuse_remote_code(folder: Path) -> None:
+    """Refuse a tokenizer folder whose config asks transformers to import the folder's own Python."""
+    for config in ("tokenizer_config.json", "config.json"):
+        try:
+            settings = json.loads((folder / config).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(settings, dict) and "auto_map" in settings:
+            raise UserError(
+                f"tokenizer {folder} needs its own Python code ('auto_map' in {config}); this pipeline never "
+                "runs code that comes with data: use a tokenizer saved with a tokenizer.json"
+            )
+
+
+def load_tokenizer(name: str, revision: str = "main"):
+    """A transformers tokenizer: built-in GPT-2 offline, else AutoTokenizer (Hub id or folder).
+
+    Never runs code from the tokenizer (`trust_remote_code=False`: no prompt, no import).
+    """
     from transformers import PreTrainedTokenizerFast
 
     if name in BUILTIN_TOKENIZERS:
@@ -62,8 +79,10 @@ def load_tokenizer(name: str):
 
     from transformers import AutoTokenizer
 
+    if Path(name).is_dir():
+        refuse_remote_code(Path(name))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        tokenizer = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=False)
     except Exception as error:  # OSError offline or for a bad name, ValueError for bad folders
         raise UserError(
             f"unknown tokenizer '{name}': not built in ({', '.join(BUILTIN_TOKENIZERS)}), "
@@ -92,7 +111,7 @@ class TiktokenGPT2:
         self.encoding = tiktoken.Encoding(
             "gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={EOS_TOKEN: self.eos_token_id}
         )
-        self.vocab_size = self.encoding.n_vocab
+        self.id_limit = self.encoding.max_token_value + 1
         self.threads = threads
 
     def _encode_all(self, texts: list[str]) -> list[np.ndarray]:
@@ -100,7 +119,7 @@ class TiktokenGPT2:
         return [self.encoding.encode_to_numpy(text, allowed_special="all") for text in texts]
 
     def encode(self, texts: list[str]) -> list[np.ndarray]:
-        if self.threads <= 1:
+        if self.threads <= 1 or len(texts) < 2:
             return self._encode_all(texts)
         # tiktoken releases the GIL while encoding, so threads scale; order is preserved.
         size = -(-len(texts) // self.threads)
@@ -112,9 +131,11 @@ class TiktokenGPT2:
 class TransformersTokenizer:
     """Any transformers tokenizer; its own truncation side is respected."""
 
-    def __init__(self, name: str):
-        self.tokenizer = load_tokenizer(name)
-        self.vocab_size = len(self.tokenizer)
+    def __init__(self, name: str, revision: str = "main"):
+        self.tokenizer = load_tokenizer(name, revision)
+        # Ids need not be dense: a tokenizer of 23,014 entries may use ids up to 69,999,
+        # so the storage type follows the largest id, vocabulary and added tokens alike.
+        self.id_limit = max(self.tokenizer.get_vocab().values(), default=0) + 1
         self.eos_token_id = self.tokenizer.eos_token_id
         self.truncation_side = self.tokenizer.truncation_side
 
@@ -123,9 +144,13 @@ class TransformersTokenizer:
         return [np.asarray(doc, dtype=np.int64) for doc in ids]
 
 
-def load_encoder(name: str, threads: int = 0):
-    """The fastest exact encoder for `name`; `threads` 0 means one per available core."""
+def load_encoder(name: str, threads: int = 0, revision: str = "main"):
+    """The fastest exact encoder for `name`; `threads` 0 means one per available core.
+
+    Each has `encode(texts)`, `id_limit` (one more than the largest id it can emit),
+    `eos_token_id` and `truncation_side`.
+    """
     threads = threads or len(os.sched_getaffinity(0))
     if name in BUILTIN_TOKENIZERS:
         return TiktokenGPT2(threads)
-    return TransformersTokenizer(name)
+    return TransformersTokenizer(name, revision)

@@ -16,10 +16,11 @@ REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
-def run(args, cwd, check=True, **env) -> subprocess.CompletedProcess:
+def run(args, cwd, check=True, input_text=None, timeout=None, **env) -> subprocess.CompletedProcess:
     """Run a command in `cwd`, returning its output; fail the test with its stderr if check."""
     result = subprocess.run(
-        args, cwd=cwd, env={**ENV, "PYTHONPATH": str(cwd), **env}, capture_output=True, text=True
+        args, cwd=cwd, env={**ENV, "PYTHONPATH": str(cwd), **env}, capture_output=True, text=True,
+        input=input_text, timeout=timeout,
     )
     if check and result.returncode != 0:
         pytest.fail(f"{' '.join(map(str, args))} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")

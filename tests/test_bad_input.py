@@ -48,7 +48,7 @@ def parquet(tmp_path, table):
     ],
 )
 def test_download_rejects_bad_corpora(tmp_path, table, message):
-    result = stage_in(tmp_path, "download", download__dataset=parquet(tmp_path, table))
+    result = stage_in(tmp_path, "download", download__dataset="local", download__local_path=parquet(tmp_path, table))
     assert_clean_failure(result, tmp_path, "data/raw", message)
 
 
@@ -59,8 +59,8 @@ def test_download_rejects_bad_corpora(tmp_path, table, message):
         ("group", {"group__block_size": "big"}, "'group.block_size' must be int, got 'big'"),
         ("tokenize", {"tokenize__max_length": 0}, "'tokenize.max_length' must be >= 1"),
         ("tokenize", {"tokenize__vocab": 5}, "unknown key 'tokenize.vocab'"),
-        ("tokenize", {"tokenize__tokenizer": "no/such-tokenizer"}, "unknown tokenizer 'no/such-tokenizer'"),
-        ("download", {"download__dataset": "no-such-dataset-anywhere"}, "cannot load dataset 'no-such-dataset-anywhere'"),
+        ("tokenize", {"tokenize__tokenizer": "no/such-tokenizer"}, "cannot resolve Hub model 'no/such-tokenizer'"),
+        ("download", {"download__dataset": "no-such-dataset-anywhere"}, "cannot resolve Hub dataset 'no-such-dataset-anywhere'"),
     ],
 )
 def test_stages_reject_bad_params(built_repo, tmp_path, stage, changes, message):
@@ -79,10 +79,13 @@ def test_a_bad_thread_count(built_repo, tmp_path):
     assert_clean_failure(result, tmp_path, "data/tokenized", "TOKENIZE_THREADS must be a whole number")
 
 
-def test_a_corpus_smaller_than_one_block(built_repo, tmp_path):
-    shutil.copytree(built_repo / "data" / "tokenized", tmp_path / "data" / "tokenized")
-    result = stage_in(tmp_path, "group", group__block_size=10_000_000)
-    assert_clean_failure(result, tmp_path, "data/grouped", "fewer than one block of 10000000")
+def test_a_corpus_smaller_than_one_block(tmp_path):
+    (tmp_path / "corpus.txt").write_text("a short corpus\nof two documents\n")
+    corpus = {"download__dataset": "local", "download__local_path": str(tmp_path / "corpus.txt")}
+    assert stage_in(tmp_path, "download", **corpus).returncode == 0
+    assert stage_in(tmp_path, "tokenize", **corpus).returncode == 0
+    result = stage_in(tmp_path, "group", group__block_size=1000, **corpus)
+    assert_clean_failure(result, tmp_path, "data/grouped", "has 6 tokens, fewer than one block of 1000")
 
 
 def test_a_truncated_tokenized_file_names_the_stage_to_rerun(built_repo, tmp_path):
@@ -110,7 +113,8 @@ def test_add_eos_with_a_tokenizer_that_has_no_eos(built_repo, tmp_path):
     words.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]").save_pretrained(tmp_path / "words")
     shutil.copytree(built_repo / "data" / "raw", tmp_path / "data" / "raw")
-    result = stage_in(tmp_path, "tokenize", tokenize__tokenizer=str(tmp_path / "words"), tokenize__add_eos=True)
+    words = {"tokenize__tokenizer": "local", "tokenize__local_path": str(tmp_path / "words")}
+    result = stage_in(tmp_path, "tokenize", tokenize__add_eos=True, **words)
     assert_clean_failure(result, tmp_path, "data/tokenized", "has no end-of-text token; set tokenize.add_eos to false")
-    result = stage_in(tmp_path, "tokenize", tokenize__tokenizer=str(tmp_path / "words"))
+    result = stage_in(tmp_path, "tokenize", **words)
     assert result.returncode == 0, result.stderr  # the same tokenizer without add_eos works

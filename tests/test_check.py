@@ -38,7 +38,7 @@ def test_a_wrong_batch_is_a_one_line_error(bad, message):
 def test_check_stage_fails_when_data_is_smaller_than_one_batch(built_repo, tmp_path):
     shutil.copytree(built_repo / "data" / "grouped", tmp_path / "data" / "grouped")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["loader"]["batch_size"] = 100_000  # more than the 18,111 blocks
+    params["loader"]["batch_size"] = 20_000  # more than the 18,111 blocks
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = run(["python", "-m", "stages.check"], cwd=tmp_path, check=False, PYTHONPATH=str(REPO))
     assert result.returncode == 1

@@ -5,8 +5,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from stages.download import held_out, text_of
-from stages.sources import builtin_documents, load_batches
 from stages.errors import UserError
+from stages.inputs import Input
+from stages.sources import builtin_documents, load_batches
+
+
+def local_batches(path, split="train"):
+    """The Arrow batches of a local corpus, as the download stage reads them."""
+    batches, version = load_batches(Input("local", str(path), "main"), split)
+    return list(batches)
 
 
 def test_builtin_corpus_is_the_paragraphs_of_every_address():
@@ -19,7 +26,7 @@ def test_builtin_corpus_is_the_paragraphs_of_every_address():
 
 def test_builtin_corpus_has_only_train():
     with pytest.raises(UserError, match="is a single split, .train."):
-        load_batches("sotu-paragraphs", "test")
+        load_batches(Input("builtin", "sotu-paragraphs", "main"), "test")
 
 
 def test_text_of_skips_and_counts_empty_documents():
@@ -56,9 +63,9 @@ def write_imdb_like_repo(root, texts):
 def test_hub_layout_folder_loads_through_datasets(tmp_path):
     texts = [f"review number {i}" for i in range(25)]
     repo = write_imdb_like_repo(tmp_path / "imdb", texts)
-    loaded = [text_of(batch, "text")[0] for batch in load_batches(str(repo), "train")]
+    loaded = [text_of(batch, "text")[0] for batch in local_batches(repo)]
     assert pa.concat_arrays(loaded).to_pylist() == texts
-    loaded = [text_of(batch, "text")[0] for batch in load_batches(str(repo), "test")]
+    loaded = [text_of(batch, "text")[0] for batch in local_batches(repo, "test")]
     assert pa.concat_arrays(loaded).to_pylist() == ["test review"]
 
 
@@ -74,19 +81,20 @@ def test_local_files(tmp_path, suffix):
         path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     else:
         path.write_text("\n".join(texts) + "\n")
-    loaded = [text_of(batch, "text")[0] for batch in load_batches(str(path), "train")]
+    loaded = [text_of(batch, "text")[0] for batch in local_batches(path)]
     assert pa.concat_arrays(loaded).to_pylist() == texts
 
 
 def test_unreachable_or_unknown_datasets_are_one_line_errors(tmp_path):
     (tmp_path / "notes.docx").write_text("x")
-    for dataset, message in [
-        (str(tmp_path / "notes.docx"), "cannot read"),
-        ("imdb", "cannot load dataset 'imdb'"),
-        (str(tmp_path / "missing-folder"), "cannot load dataset"),
+    (tmp_path / "empty-folder").mkdir()
+    for source, message in [
+        (Input("local", str(tmp_path / "notes.docx"), "main"), "cannot read .* use one of .parquet"),
+        (Input("hub", "imdb", "main"), "cannot resolve Hub dataset 'imdb' at revision 'main'"),
+        (Input("local", str(tmp_path / "empty-folder"), "main"), "cannot load dataset"),
     ]:
         with pytest.raises(UserError, match=message) as error:
-            list(load_batches(dataset, "train"))
+            list(load_batches(source, "train")[0])
         assert "\n" not in str(error.value)
 
 

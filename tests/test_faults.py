@@ -1,12 +1,16 @@
 """Killed stages and interrupted runs leave nothing that looks complete, and recover exactly."""
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import time
 
-from tests.conftest import ENV, run
+import pytest
+
+from tests.conftest import ENV, REPO, run
+from tests.test_bad_input import stage_in
 from tests.test_pipeline import files_of
 
 
@@ -49,3 +53,64 @@ def test_an_interrupted_repro_finishes_identically_when_run_again(built_repo, tm
     run(["dvc", "repro"], cwd=repo)
     assert files_of(repo) == files_of(built_repo)
     assert (repo / "dvc.lock").read_text() == (built_repo / "dvc.lock").read_text()
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(folder, size: int, read_only: bool = False):
+    """A real file system of `size` bytes at `folder` (this project's machines and CI run as root)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mount.stderr.strip()}); needs root")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def assert_one_line(result, *fragments):
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(built_repo, tmp_path):
+    raw = built_repo / "data" / "raw"
+    raw_bytes = sum(path.stat().st_size for path in raw.rglob("*"))
+    with mounted_tmpfs(tmp_path / "data", raw_bytes + (1 << 20)):  # room for 1 MB of the 4.6 MB output
+        shutil.copytree(raw, tmp_path / "data" / "raw")
+        result = stage_in(tmp_path, "tokenize")
+        assert_one_line(result, "data/tokenized: the disk is full; free space and run again")
+        assert sorted(p.name for p in (tmp_path / "data").iterdir() if not p.name.endswith(".lock")) == ["raw"]
+
+
+def test_a_read_only_data_folder_is_one_line(tmp_path):
+    with mounted_tmpfs(tmp_path / "data", 1 << 20, read_only=True):
+        result = stage_in(tmp_path, "download")
+        assert_one_line(result, "data/.raw", "the file system is read-only; make it writable and run again")
+    assert not (tmp_path / "metrics").exists()
+
+
+def test_a_read_only_metrics_folder_is_one_line_and_keeps_no_output(built_repo, tmp_path):
+    shutil.copytree(built_repo / "data" / "tokenized", tmp_path / "data" / "tokenized")
+    with mounted_tmpfs(tmp_path / "metrics", 1 << 20, read_only=True):
+        result = stage_in(tmp_path, "group")
+        assert_one_line(result, "metrics/.group.json.partial: the file system is read-only")
+    assert not (tmp_path / "data" / "grouped").exists()
+
+
+def test_a_permission_error_is_one_line(built_repo, tmp_path):
+    """An immutable folder refuses even root (chattr +i on ext4): EPERM."""
+    shutil.copytree(built_repo / "data" / "raw", tmp_path / "data" / "raw")
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    if subprocess.run(["chattr", "+i", str(tmp_path / "data")], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported on this file system")
+    try:
+        result = stage_in(tmp_path, "tokenize")
+    finally:
+        subprocess.run(["chattr", "-i", str(tmp_path / "data")], check=True)
+    assert_one_line(result, "data/.tokenized", "not permitted")
+    assert not (tmp_path / "data" / "tokenized").exists()

@@ -67,11 +67,13 @@ def test_hub_layout_imdb_folder_runs_through_the_pipeline(repo_clone, tmp_path):
     texts = [f"Review {i}: " + "a film I watched and liked quite a lot. " * (i % 40 + 1) for i in range(300)]
     texts[7] = ""  # an empty review is skipped and counted, not tokenized
     imdb = write_imdb_like_repo(tmp_path / "imdb", texts)
-    run(["dvc", "exp", "run", "-S", f"download.dataset={imdb}"], cwd=repo_clone)
+    run(["dvc", "exp", "run", "-S", "download.dataset=local", "-S", f"download.local_path={imdb}"], cwd=repo_clone)
     assert metrics(repo_clone, "download") == {
         "documents": 299,
         "characters": sum(map(len, texts)),
         "empty_documents_skipped": 1,
+        "source": f"{imdb} (local)",
+        "version": "local: hashed in dvc.lock",
     }
     assert metrics(repo_clone, "check")["batch_shape"] == [8, 128]
     raw = datasets.load_from_disk(str(repo_clone / "data/raw"))

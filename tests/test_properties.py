@@ -23,20 +23,20 @@ from tests.conftest import REPO
 
 DEFAULTS = yaml.safe_load((REPO / "params.yaml").read_text())
 ANY_VALUE = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True), st.text(max_size=8),
+    st.none(), st.booleans(), st.integers(-10**6, 10**6), st.integers(-2**64, 2**64), st.floats(allow_nan=True), st.text(max_size=8),
     st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=1),
 )
 KEYS = [(section, key) for section, keys in SCHEMA.items() for key in keys]
 
 
-def acceptable(value, expected, minimum) -> bool:
+def acceptable(value, expected, minimum, maximum) -> bool:
     """The plain rule the validator must implement."""
     types = expected if isinstance(expected, tuple) else (expected,)
     if isinstance(value, bool) and bool not in types or not isinstance(value, types):
         return False
     if isinstance(value, str) and not value.strip():
         return False
-    return minimum is None or value >= minimum
+    return (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -93,7 +93,7 @@ def test_any_corpus_gives_reference_blocks_or_one_error_line(reference_tokenizer
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         params = copy.deepcopy(DEFAULTS)
-        params["download"]["dataset"] = str(work / "corpus.parquet")
+        params["download"].update(dataset="local", local_path=str(work / "corpus.parquet"))
         params["tokenize"]["max_length"] = max_length
         params["group"]["block_size"] = block_size
         (work / "params.yaml").write_text(yaml.safe_dump(params))

@@ -54,7 +54,18 @@ def test_replacing_keeps_nothing_from_a_failed_write(tmp_path):
         with replacing(target) as partial:
             write_dataset(partial, SCHEMA, batches())
             raise RuntimeError("stage failed")
-    assert list(tmp_path.iterdir()) == []
+    # Only the lock file stays (git-ignored): removing it could let two runs lock two files.
+    assert [p.name for p in tmp_path.iterdir()] == [".out.lock"]
     with replacing(target) as partial:
         write_dataset(partial, SCHEMA, batches())
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "out"]
+
+
+def test_replacing_refuses_a_second_writer_of_the_same_output(tmp_path):
+    with replacing(tmp_path / "out") as partial:
+        write_dataset(partial, SCHEMA, batches())
+        with pytest.raises(UserError, match="another run is writing .*out right now"):
+            with replacing(tmp_path / "out"):
+                pass
+        assert (partial / "state.json").exists()  # the refused writer touched nothing
+    assert (tmp_path / "out" / "state.json").exists()

@@ -59,7 +59,7 @@ def test_local_tokenizer_folder_goes_through_autotokenizer(tmp_path, distilgpt2)
     distilgpt2.save_pretrained(tmp_path / "my-tokenizer")
     encoder = load_encoder(str(tmp_path / "my-tokenizer"))
     assert type(encoder).__name__ == "TransformersTokenizer"
-    assert encoder.vocab_size == 50257 and encoder.eos_token_id == 50256
+    assert encoder.id_limit == 50257 and encoder.eos_token_id == 50256
     [ids] = encoder.encode(["Hello world"])
     assert ids.tolist() == [15496, 995]
 
