@@ -69,3 +69,40 @@ def test_add_eos_separates_documents(repo):
 def test_stages_print_no_progress_lines_when_not_on_a_terminal(repo):
     result = run(["dvc", "repro", "--force", "--single-item", "tokenize"], cwd=repo)
     assert "\r" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("present, missing", [(["dvc"], "npm"), (["dvc", "npm"], "chromium")])
+def test_screenshot_script_names_what_is_missing_and_changes_nothing(repo_clone, tmp_path, present, missing):
+    import shutil
+
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in present:
+        (tools / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
+    (repo_clone / "dvc_plots").mkdir()
+    (repo_clone / "dvc_plots" / "index.html").write_text("an earlier render")
+    result = run(["/bin/bash", "scripts/screenshot_plots.sh"], cwd=repo_clone, check=False, PATH=str(tools))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: {missing} is missing; install it") and result.stderr.count("\n") == 1
+    assert (repo_clone / "dvc_plots" / "index.html").read_text() == "an earlier render"
+
+
+def test_the_readme_recovery_after_a_failed_experiment(repo):
+    """A failed `dvc exp run -S` leaves its bad value in params.yaml; `git restore params.yaml` undoes it."""
+    failed = run(["dvc", "exp", "run", "-S", "group.block_size=0"], cwd=repo, check=False)
+    assert failed.returncode != 0 and "block_size: 0" in (repo / "params.yaml").read_text()
+    assert run(["dvc", "repro"], cwd=repo, check=False).returncode != 0  # the same error again
+    run(["git", "restore", "params.yaml"], cwd=repo)
+    run(["dvc", "repro"], cwd=repo)  # rebuilds what the failed run removed
+    assert "up to date" in run(["dvc", "status"], cwd=repo).stdout
+    assert json.loads((repo / "metrics" / "check.json").read_text())["batch_shape"] == [8, 128]
+
+
+def test_committing_the_remote_the_readme_way_leaves_an_applied_experiment_out(repo):
+    run(["dvc", "exp", "run", "-S", "loader.seed=7"], cwd=repo)
+    run(["dvc", "remote", "add", "-d", "team", str(repo.parent / "remote")], cwd=repo)
+    run(["git", "add", ".dvc/config"], cwd=repo)
+    run(["git", "commit", "-qm", "Add the team's DVC remote"], cwd=repo)
+    committed = run(["git", "show", "HEAD:params.yaml"], cwd=repo).stdout
+    assert "seed: 42" in committed.split("loader:")[1] and "seed: 7" in (repo / "params.yaml").read_text()
+    assert run(["git", "show", "--name-only", "--format=", "HEAD"], cwd=repo).stdout.split() == [".dvc/config"]

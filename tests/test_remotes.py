@@ -76,7 +76,8 @@ def add_remote(repo, url, endpoint=None):
     run(["dvc", "remote", "add", "-d", "team", url], cwd=repo)
     if endpoint:
         run(["dvc", "remote", "modify", "team", "endpointurl", endpoint], cwd=repo)
-    run(["git", "commit", "-qam", "add the team's DVC remote"], cwd=repo)
+    run(["git", "add", ".dvc/config"], cwd=repo)
+    run(["git", "commit", "-qm", "add the team's DVC remote"], cwd=repo)
 
 
 def assert_teammate_gets_everything(repo, tmp_path, **env):
