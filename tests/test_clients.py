@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-import stages.storage
 from stages.loader import DEFAULT_PATH, Blocks, make_dataloader
 from tests.conftest import ENV, REPO, run
 
@@ -146,22 +145,33 @@ def test_training_code_outside_the_repository_imports_the_loader(built_repo, tmp
     assert default == str(REPO / "data" / "grouped") == str(DEFAULT_PATH) and shape == "(8, 128)"
 
 
-def test_worker_processes_do_not_reread_the_data(built_repo, tmp_path, monkeypatch):
-    """Only the process that builds the loader hashes the data; workers (forked) map it."""
-    calls = tmp_path / "hash-calls"
-    original = stages.storage._file_hash
+def bytes_read_at_worker_start(worker_id) -> None:
+    """worker_init_fn: how many bytes this worker read (read(2), not memory-mapped) before its first batch."""
+    counters = dict(line.split(": ") for line in open("/proc/self/io").read().splitlines())
+    with open(os.environ["WORKER_READS"], "a") as file:
+        file.write(f"{counters['rchar']}\n")
 
-    def counted(path):
-        with open(calls, "a") as file:
-            file.write(f"{os.getpid()}\n")
-        return original(path)
 
-    monkeypatch.setattr(stages.storage, "_file_hash", counted)
-    loader = make_dataloader(built_repo / "data" / "grouped", num_workers=2, multiprocessing_context="fork")
-    for epoch in range(2):
-        batches = sum(1 for _ in zip(range(50), loader))
-        assert batches == 50
-    assert calls.read_text().splitlines() == [str(os.getpid())]
+def test_worker_processes_start_without_reading_the_data(tmp_path, monkeypatch):
+    """Workers (spawned, as on macOS and Python 3.14's Linux default) map the data; only the parent hashes it."""
+    import pyarrow as pa
+
+    from stages.storage import write_dataset
+
+    block_size, blocks = 1024, 64 * 1024  # 128 MiB of uint16, far more than a worker's imports read
+    schema = pa.schema([("input_ids", pa.list_(pa.uint16(), block_size))])
+    values = pa.array(np.arange(block_size * blocks, dtype=np.uint16))
+    write_dataset(tmp_path / "grouped", schema, [pa.record_batch([pa.FixedSizeListArray.from_arrays(values, block_size)], schema=schema)])
+    monkeypatch.setenv("WORKER_READS", str(tmp_path / "reads"))
+    loader = make_dataloader(
+        tmp_path / "grouped", batch_size=8, num_workers=2, multiprocessing_context="spawn",
+        worker_init_fn=bytes_read_at_worker_start,
+    )
+    batch = next(iter(loader))
+    assert batch["input_ids"].shape == (8, block_size)
+    reads = [int(line) for line in (tmp_path / "reads").read_text().split()]
+    data_bytes = (tmp_path / "grouped" / "data-00000-of-00001.arrow").stat().st_size
+    assert len(reads) == 2 and all(read < data_bytes / 2 for read in reads), (reads, data_bytes)
 
 
 @pytest.mark.parametrize(
