@@ -26,7 +26,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from stages.sources import builtin_documents  # noqa: E402
-from stages.tokenizer import TiktokenGPT2  # noqa: E402
+from bench.reference import tiktoken_gpt2  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 STAGES = ("download", "tokenize", "group", "check")
@@ -140,14 +140,14 @@ def one_repeat(corpus: Path, corpus_10x: Path, work: Path) -> dict:
     result["reference"] = {"wall": seconds, "rss_mib": rss, **json.loads(stdout.splitlines()[-1])}
 
     texts = pq.read_table(corpus).column("text").to_pylist()
-    encoding = TiktokenGPT2(threads=1).encoding
+    encoding = tiktoken_gpt2()
     start = time.perf_counter()
     tiktoken_tokens = sum(len(ids[:512]) for ids in encoding.encode_ordinary_batch(texts))
     result["tiktoken"] = {"seconds": time.perf_counter() - start, "tokens": tiktoken_tokens}
 
     repo = clone(work / "stages", corpus)
     result["stages"] = run_stages(repo)
-    seconds, rss, _ = measure([sys.executable, "-m", "stages.tokenize"], repo, TOKENIZE_THREADS="1")
+    seconds, rss, _ = measure([sys.executable, "-m", "stages.tokenize"], repo, PIPELINE_WORKERS="1")
     result["tokenize_1_thread"] = {"seconds": seconds, "rss_mib": rss}
     _, _, stdout = measure([sys.executable, "-c", EPOCH], repo)
     result["loader"] = json.loads(stdout)
@@ -193,7 +193,7 @@ def table(runs) -> str:
     rows.append(("check (s)", None, m("stages", "check", "seconds"), None, ""))
     rows += [
         ("tokenize: tokens/s vs tiktoken encode_ordinary_batch", tiktoken_rate, tokenize_rate, tokenize_rate / tiktoken_rate, ">= 0.8x"),
-        ("tokenize with TOKENIZE_THREADS=1 (s)", None, m("tokenize_1_thread", "seconds"), m("stages", "tokenize", "seconds") / m("tokenize_1_thread", "seconds"), "(2 threads / 1)"),
+        ("tokenize with PIPELINE_WORKERS=1 (s)", None, m("tokenize_1_thread", "seconds"), m("stages", "tokenize", "seconds") / m("tokenize_1_thread", "seconds"), "(all cores / 1)"),
         ("loader epoch, batch 8, shuffled (tokens/s)", reference_epoch, m("loader", "epoch_tokens_per_s"), m("loader", "epoch_tokens_per_s") / reference_epoch, ">= 20x"),
         ("DataLoader alone, prebuilt batches (tokens/s)", reference_epoch, m("loader", "floor_tokens_per_s"), m("loader", "floor_tokens_per_s") / reference_epoch, "(the ceiling)"),
         ("loader build, hash check included (ms)", None, m("loader", "build_ms"), None, ""),

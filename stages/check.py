@@ -8,7 +8,7 @@ import torch
 from stages.errors import UserError, run_stage
 from stages.loader import make_dataloader
 from stages.params import load_params
-from stages.storage import split_names, write_json
+from stages.outputs import split_names, write_json
 
 
 def check_batch(batch: dict, batch_size: int, block_size: int) -> None:

@@ -17,9 +17,11 @@ from stages.params import load_params
 from stages.progress import Progress
 from stages.inputs import resolve_input
 from stages.sources import BUILTIN_CORPUS, load_batches
-from stages.storage import read_batches, replacing, write_dataset, write_json, write_split_names
+from stages.outputs import replacing, write_json, write_split_names
+from stages.storage import as_numpy, read_batches, write_dataset
 
 SCHEMA = pa.schema([("text", pa.string())])
+PIECE_BYTES = 8 << 20  # text per record batch at most: 8 MB (or 1/8 of a shard), so shards stay near their size
 
 
 def text_of(batch: pa.Table, text_column: str, first_row: int = 0) -> tuple[pa.Array, int]:
@@ -61,6 +63,23 @@ def _require_utf8(column: pa.Array, text_column: str, first_row: int) -> None:
         raise
 
 
+def byte_slices(texts: pa.Array, max_bytes: int) -> list[pa.Array]:
+    """`texts` cut into consecutive pieces of at most `max_bytes` of text (a longer document stands alone).
+
+    Shards close at piece boundaries, so pieces keep a shard near its size whatever
+    the documents' lengths; the cuts depend only on the documents.
+    """
+    if len(texts) == 0:
+        return []
+    ends = np.cumsum(as_numpy(pc.binary_length(texts).cast(pa.int64())))
+    cuts, start, base = [], 0, 0
+    while start < len(texts):
+        stop = max(int(np.searchsorted(ends, base + max_bytes, side="right")), start + 1)
+        cuts.append(texts.slice(start, stop - start))
+        start, base = stop, int(ends[stop - 1])
+    return cuts
+
+
 def held_out(documents: int, validation_size: int | float, seed: int) -> np.ndarray:
     """A mask of the documents held out for validation: a seeded shuffle picks them.
 
@@ -91,6 +110,7 @@ def _masked(batches: Iterator[pa.RecordBatch], mask: np.ndarray) -> Iterator[pa.
 
 def main() -> None:
     params = load_params("download")
+    shard_bytes = params["shard_mb"] << 20
     source = resolve_input("download", "dataset", params, builtins=[BUILTIN_CORPUS])
     batches, version = load_batches(source, params["split"])
     counts = {"documents": 0, "characters": 0, "empty_documents_skipped": 0}
@@ -105,20 +125,20 @@ def main() -> None:
             counts["characters"] += pc.sum(pc.utf8_length(texts)).as_py() or 0
             counts["empty_documents_skipped"] += empty
             progress.update(len(texts))
-            if len(texts):
-                yield pa.record_batch([texts], schema=SCHEMA)
+            for piece in byte_slices(texts, min(PIECE_BYTES, shard_bytes // 8)):
+                yield pa.record_batch([piece], schema=SCHEMA)
 
     with replacing("data/raw") as output:
         # With a validation split, every document is written once, then divided.
         everything = output / "all" if params["validation_size"] else output
-        write_dataset(everything, SCHEMA, cleaned_batches())
+        write_dataset(everything, SCHEMA, cleaned_batches(), shard_bytes)
         progress.close()
         if counts["documents"] == 0:
             raise UserError(f"dataset '{source.name}' split '{params['split']}' has no non-empty documents")
         if params["validation_size"]:
             mask = held_out(counts["documents"], params["validation_size"], params["seed"])
             for split, keep in (("train", ~mask), ("validation", mask)):
-                write_dataset(output / split, SCHEMA, _masked(read_batches(everything, "download"), keep))
+                write_dataset(output / split, SCHEMA, _masked(read_batches(everything, "download"), keep), shard_bytes)
             write_split_names(output, ["train", "validation"])
             shutil.rmtree(everything)
             counts["validation_documents"] = int(mask.sum())

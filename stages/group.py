@@ -12,7 +12,8 @@ import pyarrow as pa
 
 from stages.errors import UserError, run_stage
 from stages.params import load_params
-from stages.storage import as_numpy, from_numpy, map_splits, read_batches, split_metrics, write_csv, write_dataset, write_json
+from stages.outputs import map_splits, split_metrics, write_csv, write_json
+from stages.storage import as_numpy, from_numpy, read_batches, read_schema, write_dataset
 
 
 def group_blocks(token_batches: Iterable[np.ndarray], block_size: int) -> Iterator[np.ndarray]:
@@ -31,20 +32,19 @@ def group_blocks(token_batches: Iterable[np.ndarray], block_size: int) -> Iterat
         carry = stream[usable:]
 
 
-def group_split(source, target, block_size: int, required: bool = True) -> dict:
+def group_split(source, target, block_size: int, shard_bytes: int = 0, required: bool = True) -> dict:
     """Cut one split's token stream from `source` into blocks written to `target`; return counts.
 
     A split with fewer tokens than one block is an error when `required` (training
     data), else an empty split whose tokens are all counted as dropped (a small
     held-out split).
     """
-    tokenized = read_batches(source, stage="tokenize")
-    id_type = tokenized.schema.field("input_ids").type.value_type
+    id_type = read_schema(source, stage="tokenize").field("input_ids").type.value_type
     schema = pa.schema([("input_ids", pa.list_(id_type, block_size))])
     total = {"tokens": 0}
 
     def token_batches() -> Iterator[np.ndarray]:
-        for batch in tokenized:
+        for batch in read_batches(source, stage="tokenize"):
             # .flatten() honours the list offsets: a view of this batch's token ids.
             tokens = as_numpy(batch.column("input_ids").flatten())
             total["tokens"] += len(tokens)
@@ -54,7 +54,7 @@ def group_split(source, target, block_size: int, required: bool = True) -> dict:
         pa.record_batch([pa.FixedSizeListArray.from_arrays(from_numpy(blocks.ravel()), block_size)], schema=schema)
         for blocks in group_blocks(token_batches(), block_size)
     )
-    blocks = write_dataset(target, schema, block_batches)
+    blocks = write_dataset(target, schema, block_batches, shard_bytes)
     if blocks == 0 and required:
         raise UserError(
             f"{source} has {total['tokens']:,} tokens, fewer than one block of {block_size}; "
@@ -65,7 +65,8 @@ def group_split(source, target, block_size: int, required: bool = True) -> dict:
 
 
 def main() -> None:
-    block_size = load_params("group")["block_size"]
+    params = load_params("group")
+    block_size, shard_bytes = params["block_size"], params["shard_mb"] << 20
 
     def write_reports(results: dict) -> None:
         counts = split_metrics(results)
@@ -81,7 +82,7 @@ def main() -> None:
     map_splits(
         "data/tokenized",
         "data/grouped",
-        lambda source, target: group_split(source, target, block_size, required=source.name != "validation"),
+        lambda source, target: group_split(source, target, block_size, shard_bytes, required=source.name != "validation"),
         write_reports,
     )
 

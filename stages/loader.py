@@ -15,30 +15,48 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from stages.storage import map_fixed_size_rows, split_folder
+from stages.errors import UserError
+from stages.outputs import split_folder
+from stages.storage import map_fixed_size_rows, shards
 
 # This repository's data/grouped, so training code run from any directory finds it.
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "data" / "grouped"
 
 
 class Blocks(Dataset):
-    """The fixed-length blocks of a dataset folder written by the group stage.
+    """The fixed-length blocks of a dataset folder written by the group stage, over all its shards.
 
-    `verify` checks the data against its hash once, in the process that builds it;
-    DataLoader workers reopen the memory map without reading the data again.
+    `verify` checks the data against its hashes once, in the process that builds it;
+    DataLoader workers reopen the memory maps without reading the data again.
     """
 
     def __init__(self, path=DEFAULT_PATH, verify: bool = True):
         self.path = Path(path)
-        # One zero-copy view of the memory map, and where each block starts in it.
-        self.values, self.row_starts, self.block_size = map_fixed_size_rows(self.path, "group", "input_ids", verify)
+        # Per shard: one zero-copy view of its memory map, and where each block starts in it.
+        self.shards = [map_fixed_size_rows(shard, "input_ids", verify) for shard in shards(self.path, "group")]
+        sizes = {block_size for _, _, block_size in self.shards}
+        if len(sizes) != 1:
+            raise UserError(f"{self.path} mixes block sizes {sorted(sizes)}; rebuild it with: dvc repro --force group")
+        self.block_size = sizes.pop()
+        # Block i lives in shard searchsorted(first_blocks, i, "right") - 1.
+        self.first_blocks = np.cumsum([0] + [len(starts) for _, starts, _ in self.shards])
         self.columns = np.arange(self.block_size)
 
     def __len__(self) -> int:
-        return len(self.row_starts)
+        return int(self.first_blocks[-1])
 
     def _rows(self, indices) -> np.ndarray:
-        return self.values[self.row_starts[indices][:, None] + self.columns]
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(self.shards) == 1:
+            values, row_starts, _ = self.shards[0]
+            return values[row_starts[indices][:, None] + self.columns]
+        owners = np.searchsorted(self.first_blocks, indices, side="right") - 1
+        rows = np.empty((len(indices), self.block_size), dtype=self.shards[0][0].dtype)
+        for owner in np.unique(owners):
+            values, row_starts, _ = self.shards[owner]
+            chosen = owners == owner
+            rows[chosen] = values[row_starts[indices[chosen] - self.first_blocks[owner]][:, None] + self.columns]
+        return rows
 
     @staticmethod
     def _as_batch(rows: np.ndarray) -> dict:

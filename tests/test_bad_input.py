@@ -12,13 +12,18 @@ from tests.conftest import REPO, run
 DEFAULTS = yaml.safe_load((REPO / "params.yaml").read_text())
 
 
-def stage_in(workdir, stage, **changes):
-    """Run `python -m stages.<stage>` in workdir with params.yaml changed as given."""
+def write_params(workdir, **changes) -> None:
+    """params.yaml in workdir: the defaults with `section__key=value` changes."""
     params = {section: dict(values) for section, values in DEFAULTS.items()}
     for dotted, value in changes.items():
         section, key = dotted.split("__")
         params[section][key] = value
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def stage_in(workdir, stage, **changes):
+    """Run `python -m stages.<stage>` in workdir with params.yaml changed as given."""
+    write_params(workdir, **changes)
     return run(["python", "-m", f"stages.{stage}"], cwd=workdir, check=False, PYTHONPATH=str(REPO))
 
 
@@ -75,8 +80,8 @@ def test_stages_reject_bad_params(built_repo, tmp_path, stage, changes, message)
 def test_a_bad_thread_count(built_repo, tmp_path):
     shutil.copytree(built_repo / "data" / "raw", tmp_path / "data" / "raw")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(DEFAULTS))
-    result = run(["python", "-m", "stages.tokenize"], cwd=tmp_path, check=False, PYTHONPATH=str(REPO), TOKENIZE_THREADS="many")
-    assert_clean_failure(result, tmp_path, "data/tokenized", "TOKENIZE_THREADS must be a whole number")
+    result = run(["python", "-m", "stages.tokenize"], cwd=tmp_path, check=False, PYTHONPATH=str(REPO), PIPELINE_WORKERS="many")
+    assert_clean_failure(result, tmp_path, "data/tokenized", "PIPELINE_WORKERS must be a whole number >= 1")
 
 
 def test_a_corpus_smaller_than_one_block(tmp_path):

@@ -106,3 +106,18 @@ def test_committing_the_remote_the_readme_way_leaves_an_applied_experiment_out(r
     committed = run(["git", "show", "HEAD:params.yaml"], cwd=repo).stdout
     assert "seed: 42" in committed.split("loader:")[1] and "seed: 7" in (repo / "params.yaml").read_text()
     assert run(["git", "show", "--name-only", "--format=", "HEAD"], cwd=repo).stdout.split() == [".dvc/config"]
+
+
+def test_outputs_are_hardlinked_into_the_cache_not_copied(built_repo, repo):
+    """data/ plus .dvc/cache is 1x data/, and stages still replace their read-only outputs."""
+    def size(*folders):  # bytes on disk, each inode once
+        files = {path.stat().st_ino: path.stat().st_size for folder in folders for path in folder.rglob("*") if path.is_file()}
+        return sum(files.values())
+
+    assert size(built_repo / "data", built_repo / ".dvc" / "cache") < 1.2 * size(built_repo / "data")
+    arrow = next((built_repo / "data" / "grouped").glob("*.arrow"))
+    assert arrow.stat().st_nlink == 2 and not arrow.stat().st_mode & 0o222  # linked, read-only
+    run(["dvc", "checkout", "--relink"], cwd=repo)  # the copied fixture: link it like a fresh build
+    run(["dvc", "exp", "run", "-S", "group.block_size=64"], cwd=repo)
+    assert json.loads((repo / "metrics" / "check.json").read_text())["batch_shape"] == [8, 64]
+    assert "up to date" in run(["dvc", "status"], cwd=repo).stdout

@@ -21,9 +21,9 @@ def test_committed_params_are_lab1s_defaults():
     assert validate(copy.deepcopy(DEFAULTS)) == DEFAULTS
     assert DEFAULTS["tokenize"] == {
         "tokenizer": "distilgpt2", "local_path": "inputs", "revision": "main",
-        "truncation": True, "max_length": 512, "add_eos": False,
+        "truncation": True, "max_length": 512, "add_bos": False, "add_eos": False,
     }
-    assert DEFAULTS["group"] == {"block_size": 128}
+    assert DEFAULTS["group"] == {"block_size": 128, "shard_mb": 64}
     assert DEFAULTS["loader"] == {"batch_size": 8, "shuffle": True, "seed": 42}
     assert DEFAULTS["download"]["split"] == "train" and DEFAULTS["download"]["text_column"] == "text"
     assert DEFAULTS["download"]["validation_size"] == 0  # Lab1 has no validation split
@@ -104,5 +104,5 @@ def test_the_stages_and_dvc_agree_on_a_leading_zero(repo_clone):
     (repo_clone / "params.yaml").write_text(params)
     run(["dvc", "repro"], cwd=repo_clone)
     lock = yaml.safe_load((repo_clone / "dvc.lock").read_text())
-    assert lock["stages"]["group"]["params"]["params.yaml"]["group.block_size"] == 64
+    assert lock["stages"]["group"]["params"]["params.yaml"]["group"]["block_size"] == 64
     assert json.loads((repo_clone / "metrics" / "check.json").read_text())["batch_shape"] == [8, 64]

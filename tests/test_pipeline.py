@@ -50,7 +50,7 @@ def test_second_repro_is_a_no_op(built_repo):
 
 def test_two_clean_runs_are_byte_identical(built_repo, tmp_path):
     other = clone_repo(tmp_path / "other")
-    run(["dvc", "repro"], cwd=other, TOKENIZE_THREADS="1")  # thread count must not matter either
+    run(["dvc", "repro"], cwd=other, PIPELINE_WORKERS="1")  # the worker count must not matter either
     assert files_of(other) == files_of(built_repo)
 
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from stages import download, group, tokenize
 from stages.errors import UserError, run_stage
 from stages.params import SCHEMA, validate
-from stages.storage import read_batches
+from stages.storage import read_table
 from stages.tokenizer import load_tokenizer
 from tests.conftest import REPO
 
@@ -115,7 +115,7 @@ def test_any_corpus_gives_reference_blocks_or_one_error_line(reference_tokenizer
             assert "fewer than one block" in errors["stages.group"]
         else:
             assert set(errors.values()) == {None}, errors
-            blocks = read_batches(work / "data" / "grouped", "group").read_all().column("input_ids").to_pylist()
+            blocks = read_table(work / "data" / "grouped", "group").column("input_ids").to_pylist()
             assert blocks == expected
             return
         failed = next(error for error in errors.values() if error is not None)

@@ -11,10 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stages.storage import read_batches
+from stages.storage import read_table
 from tests.conftest import ENV, REPO, run
-from tests.test_bad_input import DEFAULTS, assert_clean_failure, stage_in
+from tests.test_bad_input import assert_clean_failure, stage_in, write_params
 from tests.test_download import write_imdb_like_repo
+from tests import tokenizer_folders
 from tests.test_pipeline import metrics
 
 
@@ -23,7 +24,7 @@ def local(path):
 
 
 def raw_texts(workdir):
-    return read_batches(workdir / "data" / "raw", "download").read_all().column("text").to_pylist()
+    return read_table(workdir / "data" / "raw", "download").column("text").to_pylist()
 
 
 @pytest.mark.parametrize("size", [1, 0.0001])
@@ -139,26 +140,33 @@ def test_huge_max_length_keeps_the_plot_small(built_repo, tmp_path):
     assert metrics(tmp_path, "tokenize")["documents_truncated"] == 0
 
 
-def test_two_runs_of_one_stage_at_once(built_repo, tmp_path):
+def test_two_runs_of_one_stage_at_once(tmp_path):
     """The second is refused with one line while the first holds the output; the result is intact."""
-    shutil.copytree(built_repo / "data" / "raw", tmp_path / "data" / "raw")
-    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    env = {**ENV, "PYTHONPATH": str(REPO), "TOKENIZE_THREADS": "1"}
+    from stages.sources import builtin_documents
+
+    (tmp_path / "corpus.txt").write_text("\n".join(list(builtin_documents()) * 3) + "\n")
+    assert stage_in(tmp_path, "download", **local(tmp_path / "corpus.txt")).returncode == 0
+    # The first run encodes ~78,000 documents through transformers (a SentencePiece
+    # tokenizer): many seconds, so the second, with the fast built-in GPT-2, arrives mid-write.
+    mistral = tokenizer_folders.mistral_v01(tmp_path / "mistral")
+    write_params(tmp_path, tokenize__tokenizer="local", tokenize__local_path=str(mistral))
+    env = {**ENV, "PYTHONPATH": str(REPO), "PIPELINE_WORKERS": "1"}
     first = subprocess.Popen(["python", "-m", "stages.tokenize"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     partial = tmp_path / "data" / ".tokenized.partial"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while not partial.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
-    second = run(["python", "-m", "stages.tokenize"], cwd=tmp_path, check=False, PYTHONPATH=str(REPO))
-    assert first.wait(timeout=120) == 0, first.stderr.read()
-    assert second.returncode == 1
+    second = stage_in(tmp_path, "tokenize")
+    assert first.poll() is None, "the first run ended before the second reached the output"
+    assert first.wait(timeout=600) == 0, first.stderr.read()
+    assert second.returncode == 1, second.stdout
     assert second.stderr.strip() == (
-        f"error: another run is writing {'data/tokenized'} right now; wait for it to finish (one run per stage at a time)"
+        "error: another run is writing data/tokenized right now; wait for it to finish (one run per stage at a time)"
     )
-    # The survivor's output passes the next stage's hash check, and equals a clean run's.
+    # The survivor is the first run's whole output: it passes the next stage's hash check.
+    documents = metrics(tmp_path, "download")["documents"]
+    assert metrics(tmp_path, "tokenize")["documents"] == documents and metrics(tmp_path, "tokenize")["engine"] == "transformers"
     assert stage_in(tmp_path, "group").returncode == 0
-    for name in ("data-00000-of-00001.arrow", "state.json"):
-        assert (tmp_path / "data/tokenized" / name).read_bytes() == (built_repo / "data/tokenized" / name).read_bytes()
 
 
 def test_datasets_map_never_dirties_an_output(repo):

@@ -3,7 +3,10 @@ import pyarrow as pa
 import pytest
 
 from stages.errors import UserError
-from stages.storage import DATA_FILE, read_batches, replacing, write_dataset
+from stages.outputs import replacing
+from stages.storage import read_batches, shard_name, shards, write_dataset
+
+DATA_FILE = shard_name(0, 1)
 
 SCHEMA = pa.schema([("input_ids", pa.list_(pa.uint16()))])
 
@@ -18,7 +21,17 @@ def test_written_dataset_opens_with_datasets_and_round_trips(tmp_path):
     loaded = datasets.load_from_disk(str(tmp_path / "out"))
     assert loaded.features["input_ids"] == datasets.List(datasets.Value("uint16"))
     assert loaded[12]["input_ids"] == [12, 12]
-    assert read_batches(tmp_path / "out", stage="test").read_all().column("input_ids").to_pylist() == loaded["input_ids"]
+    assert pa.Table.from_batches(read_batches(tmp_path / "out", stage="test")).column("input_ids").to_pylist() == loaded["input_ids"]
+
+
+def test_shards_close_at_the_first_batch_past_their_size_and_datasets_reads_them_in_order(tmp_path):
+    one_batch = next(batches()).nbytes
+    assert write_dataset(tmp_path / "out", SCHEMA, batches(), shard_bytes=one_batch + 1) == 30
+    assert [shard.path.name for shard in shards(tmp_path / "out", "test")] == [shard_name(0, 2), shard_name(1, 2)]
+    loaded = datasets.load_from_disk(str(tmp_path / "out"))
+    assert loaded.num_rows == 30 and loaded[29]["input_ids"] == [29] * 9
+    single = write_dataset(tmp_path / "single", SCHEMA, batches())
+    assert single == 30 and len(shards(tmp_path / "single", "test")) == 1
 
 
 def test_writing_twice_gives_identical_bytes(tmp_path):
@@ -40,12 +53,12 @@ def test_corrupt_data_names_the_folder_and_the_stage(tmp_path, damage):
     else:
         data.unlink()
     with pytest.raises(UserError, match=r"corrupt or truncated.*dvc repro --force --single-item tokenize"):
-        read_batches(tmp_path / "out", stage="tokenize")
+        list(read_batches(tmp_path / "out", stage="tokenize"))
 
 
 def test_missing_folder_names_the_stage(tmp_path):
     with pytest.raises(UserError, match="run the 'group' stage first"):
-        read_batches(tmp_path / "nothing", stage="group")
+        list(read_batches(tmp_path / "nothing", stage="group"))
 
 
 def test_replacing_keeps_nothing_from_a_failed_write(tmp_path):

@@ -1,8 +1,10 @@
+import numpy as np
 import pytest
 
 from stages.errors import UserError
 from stages.sources import builtin_documents
-from stages.tokenizer import TiktokenGPT2, load_encoder, load_tokenizer
+from stages.tokenizer import PROBE, Encoder, load_encoder, load_tokenizer
+from tests import tokenizer_folders
 
 
 @pytest.fixture(scope="module")
@@ -39,29 +41,93 @@ TRICKY = [
 ]
 
 
-def test_tiktoken_engine_equals_transformers_on_tricky_text(distilgpt2):
-    encoder = TiktokenGPT2(threads=2)
-    for text, ids in zip(TRICKY, encoder.encode(TRICKY)):
-        assert ids.tolist() == distilgpt2(text)["input_ids"], repr(text)
+def adversarial_documents(count: int = 3000, seed: int = 0) -> list[str]:
+    """Seeded hostile text: every Unicode plane, controls, long runs of spaces and digits, special-token text."""
+    rng = np.random.default_rng(seed)
+    planes = [(0, 0x7F), (0x80, 0x7FF), (0x800, 0xD7FF), (0xE000, 0xFFFF), (0x10000, 0x1FFFF), (0x20000, 0x3FFFF),
+              (0xE0000, 0xE007F), (0xF0000, 0x10FFFD)]
+    pieces = [" " * 40, "\n" * 9, "\t \r\n", "9" * 60, "<|endoftext|>", "<s>", "</s>", "<unk>", "\x00", "\x1b[0m",
+              "'s 'll 're", "e\u0301", "\u200d", "Hello world"]
+    documents = []
+    for _ in range(count):
+        parts = []
+        for _ in range(rng.integers(1, 12)):
+            if rng.random() < 0.4:
+                parts.append(pieces[rng.integers(len(pieces))])
+            else:
+                low, high = planes[rng.integers(len(planes))]
+                parts.append("".join(map(chr, rng.integers(low, high + 1, size=rng.integers(1, 20)))))
+        documents.append("".join(parts))
+    return documents
 
 
-def test_tiktoken_engine_equals_transformers_on_the_whole_builtin_corpus(distilgpt2):
-    documents = list(builtin_documents())
-    expected = distilgpt2(documents)["input_ids"]
-    for threads in (1, 2):
-        actual = TiktokenGPT2(threads).encode(documents)
-        assert len(actual) == len(expected) == 25_488
-        mismatched = [i for i, (a, e) in enumerate(zip(actual, expected)) if a.tolist() != e]
-        assert mismatched == [], f"{len(mismatched)} documents differ, first: {documents[mismatched[0]][:80]!r}"
+def assert_engine_exact(encoder, reference, documents):
+    ids, lengths = encoder.encode(documents)
+    expected = reference(documents, add_special_tokens=False)["input_ids"]
+    pieces = np.split(ids.astype(np.int64), np.cumsum(lengths)[:-1])
+    mismatched = [i for i, (a, e) in enumerate(zip(pieces, expected)) if a.tolist() != e]
+    assert len(pieces) == len(expected) and mismatched == [], f"{len(mismatched)} differ, first: {documents[mismatched[0]][:80]!r}"
+
+
+@pytest.fixture(scope="module")
+def corpora():
+    return {"built-in corpus": list(builtin_documents()), "tricky": TRICKY + PROBE, "adversarial": adversarial_documents()}
+
+
+def test_gpt2_uses_the_fast_engine_and_it_is_exact(distilgpt2, corpora):
+    encoder = Encoder(distilgpt2)
+    assert encoder.engine == "fastokens" and encoder.fallback is None
+    for documents in corpora.values():
+        assert_engine_exact(encoder, distilgpt2, documents)
+
+
+def test_qwen_past_65536_ids_uses_the_fast_engine_and_it_is_exact(tmp_path, corpora):
+    folder = tokenizer_folders.qwen(tmp_path / "qwen")
+    reference = load_tokenizer(str(folder))
+    encoder = load_encoder(str(folder))
+    assert encoder.engine == "fastokens" and encoder.id_limit == 151_644
+    for documents in corpora.values():
+        assert_engine_exact(encoder, reference, documents)
+    ids, _ = encoder.encode(["<|endoftext|>"])
+    assert ids.tolist() == [151_643]
+
+
+def test_sentencepiece_falls_back_to_transformers_and_says_why(tmp_path, corpora):
+    folder = tokenizer_folders.mistral_v01(tmp_path / "mistral")
+    encoder = load_encoder(str(folder))
+    assert encoder.engine == "transformers" and "Metaspace" in encoder.fallback
+    assert (encoder.bos_token_id, encoder.eos_token_id, encoder.id_limit) == (1, 2, 32_000)
+    ids, lengths = encoder.encode(["Hello world", ""])
+    assert ids.tolist() == [22557, 1526] and lengths.tolist() == [2, 0]
+    assert_engine_exact(encoder, load_tokenizer(str(folder)), corpora["adversarial"][:300])
+
+
+def test_an_engine_that_differs_on_the_check_text_is_not_used(distilgpt2, monkeypatch):
+    """The fallback on a mismatch: a fast engine whose ids differ from the reference's is refused."""
+    def shifted(self, texts):
+        ids, lengths = original(self, texts)
+        return ids + (ids == 995), lengths  # "world" becomes another token
+
+    original = Encoder._encode_fast
+    monkeypatch.setattr(Encoder, "_encode_fast", shifted)
+    encoder = Encoder(distilgpt2)
+    assert encoder.engine == "transformers" and "different ids" in encoder.fallback
+    assert encoder.encode(["Hello world"])[0].tolist() == [15496, 995]
+
+
+def test_the_encoder_pickles_for_worker_processes(distilgpt2):
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(Encoder(distilgpt2)))
+    assert copy.engine == "fastokens" and copy.tokenizer is None  # workers never import transformers
+    assert copy.encode(["Hello world"])[0].tolist() == [15496, 995]
 
 
 def test_local_tokenizer_folder_goes_through_autotokenizer(tmp_path, distilgpt2):
     distilgpt2.save_pretrained(tmp_path / "my-tokenizer")
     encoder = load_encoder(str(tmp_path / "my-tokenizer"))
-    assert type(encoder).__name__ == "TransformersTokenizer"
     assert encoder.id_limit == 50257 and encoder.eos_token_id == 50256
-    [ids] = encoder.encode(["Hello world"])
-    assert ids.tolist() == [15496, 995]
+    assert encoder.encode(["Hello world"])[0].tolist() == [15496, 995]
 
 
 def test_unknown_tokenizer_is_a_one_line_error():

@@ -1,0 +1,99 @@
+"""Sharded outputs: identical bytes and dvc.lock whatever runs the shards (1 or 2 processes, a Dask cluster)."""
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from stages.loader import Blocks
+from stages.storage import shards
+from tests.conftest import ENV, clone_repo, run
+from tests.test_pipeline import files_of, metrics
+
+
+def small_shards(repo: Path) -> Path:
+    """1 MB shards: the 12 MB built-in corpus becomes 12 raw and 5 grouped shards."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["download"]["shard_mb"] = params["group"]["shard_mb"] = 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "commit", "-qam", "small shards"], cwd=repo)
+    return repo
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def dask_cluster(workdir: Path, pythonpath: Path, workers: int = 2):
+    """A real Dask scheduler and `workers` worker processes, all on 127.0.0.1."""
+    port, dashboard = free_port(), free_port()
+    env = {**ENV, "PYTHONPATH": str(pythonpath), "TMPDIR": str(workdir)}
+    binaries = Path(sys.executable).parent
+    processes = [
+        subprocess.Popen(
+            [binaries / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+             "--dashboard-address", f"127.0.0.1:{dashboard}", "--no-show"],
+            cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+    ]
+    address = f"tcp://127.0.0.1:{port}"
+    for _ in range(workers):
+        processes.append(subprocess.Popen(
+            [binaries / "dask", "worker", address, "--host", "127.0.0.1", "--nthreads", "1",
+             "--dashboard-address", "127.0.0.1:0", "--local-directory", str(workdir / "dask-worker")],
+            cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))
+    try:
+        from distributed import Client
+
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(workers, timeout=60)
+            assert len(client.scheduler_info()["workers"]) == workers
+        yield address
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+
+
+def test_outputs_are_identical_for_any_worker_count_and_on_a_dask_cluster(tmp_path):
+    runs = {}
+    for name, env in [("1 process", {"PIPELINE_WORKERS": "1"}), ("2 processes", {"PIPELINE_WORKERS": "2"})]:
+        repo = small_shards(clone_repo(tmp_path / name.replace(" ", "-")))
+        run(["dvc", "repro"], cwd=repo, **env)
+        runs[name] = repo
+    repo = small_shards(clone_repo(tmp_path / "dask"))
+    with dask_cluster(tmp_path, pythonpath=repo) as address:
+        run(["dvc", "repro"], cwd=repo, PIPELINE_DASK_SCHEDULER=address)
+    runs["dask"] = repo
+
+    reference = runs["1 process"]
+    assert len(shards(reference / "data/raw", "download")) == 12
+    assert len(shards(reference / "data/tokenized", "tokenize")) == 12
+    assert len(shards(reference / "data/grouped", "group")) == 5
+    for name, repo in runs.items():
+        assert files_of(repo) == files_of(reference), name
+        assert (repo / "dvc.lock").read_text() == (reference / "dvc.lock").read_text(), name
+
+
+def test_shards_keep_the_meaning_of_grouping(built_repo, tmp_path):
+    """Only each split's final remainder is dropped: the blocks equal the single-shard run's, in order."""
+    repo = small_shards(clone_repo(tmp_path / "sharded"))
+    run(["dvc", "repro"], cwd=repo, PIPELINE_WORKERS="2")
+    assert metrics(repo, "group") == metrics(built_repo, "group")
+    assert metrics(repo, "tokenize") == metrics(built_repo, "tokenize")
+    sharded, single = Blocks(repo / "data/grouped"), Blocks(built_repo / "data/grouped")
+    assert len(sharded.shards) == 5 and len(single.shards) == 1
+    everything = np.arange(len(single))
+    assert np.array_equal(sharded._rows(everything), single._rows(everything))
