@@ -116,6 +116,16 @@ def main() -> None:
     corpus = natural_corpus(args.work / "corpus.parquet", args.documents)
     result["corpus"] = {"seconds": time.perf_counter() - started, "bytes": corpus.stat().st_size}
 
+    # tiktoken's single-thread encode_ordinary_batch on the first 200,000 documents: the per-core reference
+    texts = pq.ParquetFile(corpus).read_row_group(0).column("text").to_pylist()[:200_000]
+    from bench.reference import tiktoken_gpt2
+
+    encoding = tiktoken_gpt2()
+    started = time.perf_counter()
+    tokens = sum(map(len, encoding.encode_ordinary_batch(texts, num_threads=1)))
+    result["tiktoken_1_thread"] = {"seconds": time.perf_counter() - started, "tokens": tokens}
+    del texts
+
     seconds, rss, stdout = measure(
         [sys.executable, "-c", NANOGPT, str(corpus), str(args.work / "nanogpt"), str(REPO), str(NANOGPT_SHARD_TOKENS)], REPO
     )
@@ -151,6 +161,8 @@ def report(r: dict) -> str:
     rows = [
         ("documents / tokens", f"{r['documents']:,} / {tokens:,}", ""),
         ("build-nanogpt method: wall (s), tokens/s, peak RSS (MiB)", f"{r['nanogpt']['seconds']:.1f}, {theirs:,.0f}, {r['nanogpt']['rss_mib']:.0f}", ""),
+        ("tiktoken encode_ordinary_batch, 1 thread (tokens/s)", f"{r['tiktoken_1_thread']['tokens'] / r['tiktoken_1_thread']['seconds']:,.0f}", ""),
+        ("tokenize stage alone (tokens/s)", f"{tokens / r['tokenize']['seconds']:,.0f}", f"{tokens / r['tokenize']['seconds'] / (r['tiktoken_1_thread']['tokens'] / r['tiktoken_1_thread']['seconds']):.1f}x tiktoken 1 thread"),
         ("`dvc repro` end to end: wall (s), tokens/s", f"{r['dvc_repro']['seconds']:.1f}, {ours:,.0f}", f"{ours / theirs:.2f}x the nanoGPT method"),
         *[(f"{stage} alone: wall (s), peak RSS (MiB)", f"{r[stage]['seconds']:.1f}, {r[stage]['rss_mib']:.0f}", "") for stage in ("download", "tokenize", "group", "check")],
         ("tokenize, 1 worker vs all cores (s)", f"{r['tokenize_1_worker']['seconds']:.1f} vs {r['tokenize']['seconds']:.1f}", f"{r['tokenize_1_worker']['seconds'] / r['tokenize']['seconds']:.2f}x speed-up"),
