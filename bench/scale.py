@@ -11,7 +11,6 @@ methods tokenize every token (no truncation) and mark every document end with
 
 import argparse
 import json
-import multiprocessing
 import os
 import platform
 import re
@@ -28,7 +27,7 @@ import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.benchmark import ENV, clone, measure, set_param  # noqa: E402
+from bench.benchmark import clone, measure, set_param  # noqa: E402
 from stages.sources import builtin_documents  # noqa: E402
 
 OUT = REPO / "bench" / "out"

@@ -172,7 +172,8 @@ def main() -> None:
     # A Hub tokenizer is read at the commit its revision names now, and that commit is recorded.
     revision = hub_commit(source.name, source.revision, "model") if source.kind == "hub" else source.revision
     encoder = load_encoder(source.name, revision, sample=first_documents("data/raw"))
-    for special, token_id, meaning in ((("eos", encoder.eos_token_id, "end-of-text"), ("bos", encoder.bos_token_id, "beginning-of-sequence"))):
+    specials = [("eos", encoder.eos_token_id, "end-of-text"), ("bos", encoder.bos_token_id, "beginning-of-sequence")]
+    for special, token_id, meaning in specials:
         if params[f"add_{special}"] and token_id is None:
             raise UserError(f"tokenizer '{source.name}' has no {meaning} token; set tokenize.add_{special} to false")
     if encoder.fallback:
@@ -191,8 +192,8 @@ def main() -> None:
         histograms, width = training["histograms"], training["width"]
         lengths = [(i * width, int(b), int(a)) for i, (b, a) in enumerate(zip(*histograms))]
         write_csv("plots/document_lengths.csv", ["tokens", "documents", "documents_after_truncation"], lengths)
-        specials = (params["add_bos"] + params["add_eos"]) * counts["documents"]
-        tokenized = counts["tokens"] + counts["tokens_lost_to_truncation"] - specials
+        added = (params["add_bos"] + params["add_eos"]) * counts["documents"]
+        tokenized = counts["tokens"] + counts["tokens_lost_to_truncation"] - added
         kept = [["tokenized", tokenized], ["kept after truncation", counts["tokens"]]]
         write_csv("plots/tokenize_tokens.csv", ["step", "tokens"], kept)
         print(f"tokenize: {counts['documents']:,} documents -> {counts['tokens']:,} tokens in data/tokenized ({encoder.engine})")

@@ -9,7 +9,6 @@ from collections import Counter
 
 import numpy as np
 import pytest
-import torch
 
 from stages.loader import DEFAULT_PATH, Blocks, make_dataloader
 from tests.conftest import ENV, REPO, run

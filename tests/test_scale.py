@@ -1,15 +1,12 @@
 """Sharded outputs: identical bytes and dvc.lock whatever runs the shards (1 or 2 processes, a Dask cluster)."""
 
 import contextlib
-import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import yaml
 
 from stages.loader import Blocks

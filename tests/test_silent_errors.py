@@ -1,6 +1,5 @@
 """Paths that once gave stale, shortened or corrupted data with exit code 0: each is now right or one line."""
 
-import json
 import shutil
 import subprocess
 import time

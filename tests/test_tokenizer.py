@@ -134,3 +134,29 @@ def test_unknown_tokenizer_is_a_one_line_error():
     with pytest.raises(UserError, match="unknown tokenizer 'no-such-tokenizer-xyz'") as error:
         load_tokenizer("no-such-tokenizer-xyz")
     assert "\n" not in str(error.value)
+
+
+def test_the_stage_stores_qwen_ids_as_uint32_and_puts_mistrals_bos_first(tmp_path):
+    import datasets
+
+    from tests.test_bad_input import stage_in
+
+    texts = ["The Congress shall have power.", "Tokens past 65,535: 日本語のテキスト", "<|endoftext|> in the text"]
+    (tmp_path / "corpus.txt").write_text("\n".join(texts) + "\n")
+    corpus = {"download__dataset": "local", "download__local_path": str(tmp_path / "corpus.txt")}
+    assert stage_in(tmp_path, "download", **corpus).returncode == 0
+    for name, folder, extra in [
+        ("qwen", tokenizer_folders.qwen(tmp_path / "qwen"), {"tokenize__add_eos": True}),
+        ("mistral", tokenizer_folders.mistral_v01(tmp_path / "mistral"), {"tokenize__add_bos": True}),
+    ]:
+        result = stage_in(tmp_path, "tokenize", tokenize__tokenizer="local", tokenize__local_path=str(folder), **corpus, **extra)
+        assert result.returncode == 0, result.stderr
+        stored = datasets.load_from_disk(str(tmp_path / "data" / "tokenized"))
+        reference = load_tokenizer(str(folder))(texts, add_special_tokens=False)["input_ids"]
+        if name == "qwen":
+            assert stored.features["input_ids"].feature.dtype == "uint32"
+            assert stored["input_ids"] == [ids + [151_643] for ids in reference]
+            assert max(max(ids) for ids in reference) > 65_535
+        else:
+            assert "fastokens cannot load it" in result.stdout
+            assert stored["input_ids"] == [[1] + ids for ids in reference]
