@@ -94,3 +94,35 @@ def test_shards_keep_the_meaning_of_grouping(built_repo, tmp_path):
     assert len(sharded.shards) == 5 and len(single.shards) == 1
     everything = np.arange(len(single))
     assert np.array_equal(sharded._rows(everything), single._rows(everything))
+
+
+def test_push_moves_only_the_shards_that_changed(tmp_path):
+    """Appending documents to a local corpus changes the last shards only; `dvc push` sends just those."""
+    from stages.sources import builtin_documents
+
+    repo = small_shards(clone_repo(tmp_path / "repo"))
+    corpus = tmp_path / "corpus.txt"
+    documents = [d.replace("\n", " ") for d in builtin_documents()]
+    corpus.write_text("\n".join(documents) + "\n")
+    run(["dvc", "exp", "run", "-S", "download.dataset=local", "-S", f"download.local_path={corpus}"], cwd=repo)
+    run(["dvc", "remote", "add", "-d", "team", str(tmp_path / "remote")], cwd=repo)
+    run(["dvc", "push"], cwd=repo)
+    before = shard_hashes(repo)
+
+    with corpus.open("a") as file:  # 200 more documents at the end
+        file.write("\n".join(documents[:200]) + "\n")
+    run(["dvc", "repro"], cwd=repo)
+    after = shard_hashes(repo)
+    changed = [name for name, sha256 in after.items() if before.get(name) != sha256]
+    assert 0 < len(changed) < len(after) / 2, changed
+    pushed = run(["dvc", "push"], cwd=repo).stdout
+    # The changed shards, plus each folder's state.json and its DVC directory listing.
+    assert len(changed) == 3 and f"{len(changed) + 3 * 2} files pushed" in pushed, (changed, pushed)
+
+
+def shard_hashes(repo: Path) -> dict:
+    return {
+        (folder, shard.path.name): shard.sha256
+        for folder in ("raw", "tokenized", "grouped")
+        for shard in shards(repo / "data" / folder, folder)
+    }
