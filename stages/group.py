@@ -1,35 +1,137 @@
 """Stage 3, group: concatenate every document's tokens and cut fixed-length blocks.
 
-Writes data/grouped (an `input_ids` column of `block_size` ids per row) and
-metrics/group.json. Works one Arrow record batch at a time, so memory stays flat
-however large the corpus; tokens never become Python integers.
+Writes data/grouped and metrics/group.json. Each row is one block:
+- `input_ids`: block_size ids, cut from the split's documents concatenated in order;
+- `document_starts`: where documents start inside the block (0 when the block
+  starts with a document), so the loader can restart position ids there and
+  never predict across a document boundary. About 1 byte a block at Lab1's sizes
+  (a 128-token block is 256 bytes).
+
+Only each split's final remainder, fewer than block_size tokens, is dropped.
+Output shard i holds blocks [i * blocks_per_shard, ...): its bounds follow from the
+token counts and the params alone, so `group_shard` builds each shard on its own,
+on any executor, and the output is identical whatever runs it.
 """
 
-from typing import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from stages.errors import UserError, run_stage
-from stages.params import load_params
+from stages.executor import map_shards, worker_count
 from stages.outputs import map_splits, split_metrics, write_csv, write_json
-from stages.storage import as_numpy, from_numpy, read_batches, read_schema, write_dataset
+from stages.params import load_params
+from stages.storage import Shard, as_numpy, count_list_values, from_numpy, read_schema, shard_name, shards, write_index, write_shard
+
+BATCH_BYTES = 8 << 20  # token ids per record batch of a shard: 8 MB (32,768 blocks of 128 uint16 ids)
 
 
-def group_blocks(token_batches: Iterable[np.ndarray], block_size: int) -> Iterator[np.ndarray]:
-    """Yield (n, block_size) arrays cut from the concatenation of `token_batches`, in order.
+def block_layout(tokens: np.ndarray, document_starts: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cut `tokens` into blocks and say where documents start inside each.
 
-    Only the final remainder, fewer than `block_size` tokens, is dropped: Lab1 and
-    run_clm's `group_texts` drop one remainder per 1,000-document map batch instead.
-    The tokens carried between batches are at most block_size - 1.
+    `tokens` holds whole blocks only (the caller drops the remainder, fewer than
+    block_size tokens at the split's end); `document_starts` are the sorted
+    positions in `tokens` where a document begins (an empty document adds none).
+    Returns the (n, block_size) blocks, and per block its document starts as
+    `offsets` (n + 1 of them) into `starts` (positions inside the block).
     """
-    carry = np.empty(0, dtype=np.uint32)
-    for tokens in token_batches:
-        stream = np.concatenate([carry.astype(tokens.dtype, copy=False), tokens]) if len(carry) else tokens
-        usable = len(stream) - len(stream) % block_size
-        if usable:
-            yield stream[:usable].reshape(-1, block_size)
-        carry = stream[usable:]
+    if len(tokens) % block_size:
+        raise ValueError(f"{len(tokens)} tokens are not whole blocks of {block_size}")
+    blocks = tokens.reshape(-1, block_size)
+    document_starts = np.unique(document_starts)  # an empty document starts where the next one does
+    owner = document_starts // block_size
+    offsets = np.zeros(len(blocks) + 1, dtype=np.int32)
+    np.cumsum(np.bincount(owner, minlength=len(blocks)), out=offsets[1:])
+    return blocks, offsets, (document_starts - owner * block_size).astype(start_type(block_size))
+
+
+def start_type(block_size: int) -> np.dtype:
+    """The smallest unsigned type for a position inside a block: uint16 up to 65,536 tokens."""
+    return np.dtype(np.uint16 if block_size <= 1 << 16 else np.uint32)
+
+
+def block_schema(id_type: pa.DataType, block_size: int) -> pa.Schema:
+    starts = pa.from_numpy_dtype(start_type(block_size))
+    return pa.schema([("input_ids", pa.list_(id_type, block_size)), ("document_starts", pa.list_(starts))])
+
+
+@dataclass(frozen=True)
+class BlockShardTask:
+    """One output shard: blocks [first_block, first_block + blocks) of a split, read from `sources`."""
+
+    sources: tuple[tuple[Shard, int], ...]  # the input shards it overlaps, each with the index of its first token
+    target: str
+    first_block: int
+    blocks: int
+    block_size: int
+    id_type: pa.DataType
+
+
+def read_token_range(sources, first: int, count: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens [first, first + count) of the concatenated documents of `sources`, and where documents start in them."""
+    tokens, starts = np.empty(count, dtype=dtype), []
+    end = first + count
+    for shard, position in sources:
+        for batch in shard.batches():
+            column = batch.column("input_ids")
+            values = as_numpy(column.flatten())  # .flatten() honours the list offsets: a view
+            offsets = as_numpy(column.offsets).astype(np.int64)
+            low, high = max(position, first), min(position + len(values), end)
+            if low < high:
+                tokens[low - first : high - first] = values[low - position : high - position]
+                document_starts = position + offsets[:-1] - offsets[0]
+                starts.append(document_starts[(document_starts >= low) & (document_starts < high)] - first)
+            position += len(values)
+            if position >= end:
+                break
+    return tokens, np.concatenate(starts or [np.empty(0, dtype=np.int64)])
+
+
+def group_shard(task: BlockShardTask) -> dict:
+    """Write one shard of blocks; return its rows, sha256 and document counts (a pure function of the task)."""
+    size = task.block_size
+    tokens, document_starts = read_token_range(
+        task.sources, task.first_block * size, task.blocks * size, np.dtype(str(task.id_type))
+    )
+    blocks, offsets, starts = block_layout(tokens, document_starts, size)
+    schema = block_schema(task.id_type, size)
+    rows_per_batch = max(1, BATCH_BYTES // (size * blocks.itemsize))
+
+    def record_batches():
+        for first in range(0, len(blocks), rows_per_batch):
+            last = min(first + rows_per_batch, len(blocks))
+            ids = pa.FixedSizeListArray.from_arrays(from_numpy(blocks[first:last].ravel()), size)
+            block_starts = pa.ListArray.from_arrays(
+                from_numpy(offsets[first : last + 1] - offsets[first]), from_numpy(starts[offsets[first] : offsets[last]])
+            )
+            yield pa.record_batch([ids, block_starts], schema=schema)
+
+    rows, sha256 = write_shard(task.target, schema, record_batches())
+    return {
+        "rows": rows, "sha256": sha256, "schema": schema,
+        "document_starts": len(starts), "blocks_starting_with_a_document": int(np.count_nonzero(starts == 0)),
+    }
+
+
+def plan_shards(source: Path, target: Path, block_size: int, blocks_per_shard: int) -> tuple[list[BlockShardTask], int]:
+    """The output shards of one split, and its token count. Reads only the input's list offsets."""
+    inputs = shards(source, stage="tokenize")
+    id_type = read_schema(source, stage="tokenize").field("input_ids").type.value_type
+    first_tokens = np.cumsum([0] + [count_list_values(shard, "input_ids") for shard in inputs])
+    blocks = int(first_tokens[-1]) // block_size
+    count = max(1, -(-blocks // blocks_per_shard))  # an empty split still gets one (empty) shard
+    tasks = []
+    for index in range(count):
+        first_block = index * blocks_per_shard
+        shard_blocks = min(blocks_per_shard, blocks - first_block) if blocks else 0
+        low, high = first_block * block_size, (first_block + shard_blocks) * block_size
+        sources = tuple(
+            (shard, int(first_tokens[i])) for i, shard in enumerate(inputs) if first_tokens[i] < high and first_tokens[i + 1] > low
+        )
+        tasks.append(BlockShardTask(sources, str(target / shard_name(index, count)), first_block, shard_blocks, block_size, id_type))
+    return tasks, int(first_tokens[-1])
 
 
 def group_split(source, target, block_size: int, shard_bytes: int = 0, required: bool = True) -> dict:
@@ -39,33 +141,36 @@ def group_split(source, target, block_size: int, shard_bytes: int = 0, required:
     data), else an empty split whose tokens are all counted as dropped (a small
     held-out split).
     """
-    id_type = read_schema(source, stage="tokenize").field("input_ids").type.value_type
-    schema = pa.schema([("input_ids", pa.list_(id_type, block_size))])
-    total = {"tokens": 0}
-
-    def token_batches() -> Iterator[np.ndarray]:
-        for batch in read_batches(source, stage="tokenize"):
-            # .flatten() honours the list offsets: a view of this batch's token ids.
-            tokens = as_numpy(batch.column("input_ids").flatten())
-            total["tokens"] += len(tokens)
-            yield tokens
-
-    block_batches = (
-        pa.record_batch([pa.FixedSizeListArray.from_arrays(from_numpy(blocks.ravel()), block_size)], schema=schema)
-        for blocks in group_blocks(token_batches(), block_size)
-    )
-    blocks = write_dataset(target, schema, block_batches, shard_bytes)
+    # Absolute paths: a worker on a cluster runs in another directory (same shared file system).
+    source, target = Path(source).resolve(), Path(target).resolve()
+    id_bytes = read_schema(source, stage="tokenize").field("input_ids").type.value_type.bit_width // 8
+    blocks_per_shard = max(1, shard_bytes // (block_size * id_bytes)) if shard_bytes else 1 << 62
+    tasks, tokens = plan_shards(source, target, block_size, blocks_per_shard)
+    blocks = sum(task.blocks for task in tasks)
     if blocks == 0 and required:
         raise UserError(
-            f"{source} has {total['tokens']:,} tokens, fewer than one block of {block_size}; "
+            f"{source} has {tokens:,} tokens, fewer than one block of {block_size}; "
             "lower group.block_size or use a larger dataset"
         )
+    target.mkdir(parents=True)
+    results = list(map_shards(group_shard, tasks))
+    write_index(target, results[0]["schema"], [(Path(t.target).name, r["sha256"], r["rows"]) for t, r in zip(tasks, results)])
+    starts = sum(result["document_starts"] for result in results)
+    aligned = sum(result["blocks_starting_with_a_document"] for result in results)
     kept = blocks * block_size
-    return {"blocks": blocks, "tokens_kept": kept, "tokens_dropped_at_tail": total["tokens"] - kept}
+    return {
+        "blocks": blocks,
+        "tokens_kept": kept,
+        "tokens_dropped_at_tail": tokens - kept,
+        # A block holds the documents that start in it, plus the one it starts inside of.
+        "documents_per_block": round((starts + blocks - aligned) / blocks, 4) if blocks else 0,
+        "blocks_starting_mid_document": round(1 - aligned / blocks, 4) if blocks else 0,
+    }
 
 
 def main() -> None:
     params = load_params("group")
+    worker_count()  # a bad PIPELINE_WORKERS fails now
     block_size, shard_bytes = params["block_size"], params["shard_mb"] << 20
 
     def write_reports(results: dict) -> None:
@@ -74,7 +179,8 @@ def main() -> None:
         write_csv("plots/group_tokens.csv", ["step", "tokens"], [["kept in blocks", counts["tokens_kept"]]])
         print(
             f"group: {counts['blocks']:,} blocks of {block_size} tokens -> data/grouped "
-            f"({counts['tokens_dropped_at_tail']} dropped at the tail)"
+            f"({counts['tokens_dropped_at_tail']} dropped at the tail; "
+            f"{counts['documents_per_block']} documents per block)"
         )
         if counts.get("validation", {}).get("blocks") == 0:
             print(f"group: warning: the validation split is shorter than one block of {block_size} tokens, so it is empty")

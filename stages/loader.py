@@ -1,12 +1,18 @@
 """The API training code imports: a PyTorch DataLoader over data/grouped.
 
     from stages.loader import make_dataloader
-    for batch in make_dataloader("data/grouped", batch_size=8):
+    loader = make_dataloader("data/grouped", batch_size=8)
+    for batch in loader:
         loss = model(**batch).loss  # input_ids and labels: int64 (8, block_size)
+    checkpoint["data"] = loader.state_dict()  # later: loader.load_state_dict(checkpoint["data"])
 
-`labels` equals `input_ids`; causal-LM models shift them internally. The blocks are
-memory-mapped, not loaded, and a whole batch is gathered in one indexing step.
-`Blocks` also works in a DataLoader of your own: it serves one block per index.
+`labels` equals `input_ids` (causal-LM models shift them internally), unless
+`position_ids=True` asks for packed-sequence batches: then `position_ids` restart
+at 0 at each document start and `labels` is -100 at each document's first token.
+
+Start-up reads no data: the blocks are memory-mapped, located through one small
+table per record batch (not one entry per block), and the shuffle is a permutation
+computed on the fly, so building a loader costs the same at 8 M or 10 B tokens.
 """
 
 from pathlib import Path
@@ -17,88 +23,153 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from stages.errors import UserError
 from stages.outputs import split_folder
-from stages.storage import map_fixed_size_rows, shards
+from stages.storage import map_blocks, shards
 
 # This repository's data/grouped, so training code run from any directory finds it.
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "data" / "grouped"
+IGNORE_INDEX = -100  # the label PyTorch's cross-entropy and transformers' losses skip
 
 
 class Blocks(Dataset):
     """The fixed-length blocks of a dataset folder written by the group stage, over all its shards.
 
-    `verify` checks the data against its hashes once, in the process that builds it;
-    DataLoader workers reopen the memory maps without reading the data again.
+    Building it checks each shard's structure and row count, never its data;
+    `verify=True` also checks every shard against its hash (the check stage does,
+    once per build). DataLoader workers reopen the memory maps and read nothing more.
     """
 
-    def __init__(self, path=DEFAULT_PATH, verify: bool = True):
-        self.path = Path(path)
-        # Per shard: one zero-copy view of its memory map, and where each block starts in it.
-        self.shards = [map_fixed_size_rows(shard, "input_ids", verify) for shard in shards(self.path, "group")]
-        sizes = {block_size for _, _, block_size in self.shards}
+    def __init__(self, path=DEFAULT_PATH, verify: bool = False, position_ids: bool = False):
+        self.path, self.position_ids = Path(path), position_ids
+        self.shards = [map_blocks(shard, verify) for shard in shards(self.path, "group")]
+        sizes = {shard.block_size for shard in self.shards}
         if len(sizes) != 1:
             raise UserError(f"{self.path} mixes block sizes {sorted(sizes)}; rebuild it with: dvc repro --force group")
         self.block_size = sizes.pop()
+        if position_ids and self.shards[0].offsets is None:
+            raise UserError(f"{self.path} records no document starts (written before they were); rebuild it with: dvc repro --force group")
         # Block i lives in shard searchsorted(first_blocks, i, "right") - 1.
-        self.first_blocks = np.cumsum([0] + [len(starts) for _, starts, _ in self.shards])
-        self.columns = np.arange(self.block_size)
+        self.first_blocks = np.cumsum([0] + [len(shard) for shard in self.shards])
 
     def __len__(self) -> int:
         return int(self.first_blocks[-1])
 
-    def _rows(self, indices) -> np.ndarray:
-        indices = np.asarray(indices, dtype=np.int64)
+    def _by_shard(self, indices: np.ndarray):
+        """(shard, positions in `indices`, rows in that shard) for each shard the indices touch."""
         if len(self.shards) == 1:
-            values, row_starts, _ = self.shards[0]
-            return values[row_starts[indices][:, None] + self.columns]
+            return [(self.shards[0], slice(None), indices)]
         owners = np.searchsorted(self.first_blocks, indices, side="right") - 1
-        rows = np.empty((len(indices), self.block_size), dtype=self.shards[0][0].dtype)
-        for owner in np.unique(owners):
-            values, row_starts, _ = self.shards[owner]
-            chosen = owners == owner
-            rows[chosen] = values[row_starts[indices[chosen] - self.first_blocks[owner]][:, None] + self.columns]
-        return rows
+        return [
+            (self.shards[owner], chosen, indices[chosen] - self.first_blocks[owner])
+            for owner in np.unique(owners)
+            for chosen in [np.flatnonzero(owners == owner)]
+        ]
 
-    @staticmethod
-    def _as_batch(rows: np.ndarray) -> dict:
+    def batch(self, indices) -> dict:
+        """The blocks `indices` as one batch: int64 input_ids and labels (and position_ids if asked)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        parts = self._by_shard(indices)
+        rows = np.empty((len(indices), self.block_size), dtype=self.shards[0].ids.dtype)
+        for shard, chosen, local in parts:
+            rows[chosen] = shard.gather(local)
         input_ids = torch.from_numpy(rows.astype(np.int64))
-        return {"input_ids": input_ids, "labels": input_ids.clone()}
+        if not self.position_ids:
+            return {"input_ids": input_ids, "labels": input_ids.clone()}
+        labels, marks = input_ids.clone(), np.zeros(rows.shape, dtype=np.int64)
+        for shard, chosen, local in parts:
+            which, starts = shard.document_starts(local)
+            which = np.arange(len(indices))[chosen][which]
+            marks[which, starts] = starts
+            labels[which, starts] = IGNORE_INDEX  # nothing predicts a document's first token from the one before
+        # A token's position counts from the last document start at or before it (or the block's start).
+        position_ids = np.arange(self.block_size) - np.maximum.accumulate(marks, axis=1)
+        return {"input_ids": input_ids, "labels": labels, "position_ids": torch.from_numpy(position_ids)}
 
     def __getitem__(self, index) -> dict:
         """One block (an int index) or a whole batch (a list of indices) in one gather."""
         if isinstance(index, (int, np.integer)):
             if not -len(self) <= index < len(self):
                 raise IndexError(f"block {index} out of range for {len(self)} blocks")
-            return self._as_batch(self._rows([index % len(self)])[0])
-        return self._as_batch(self._rows(index))
+            return {name: tensor[0] for name, tensor in self.batch([index % len(self)]).items()}
+        return self.batch(index)
 
     def __getstate__(self) -> dict:
-        # Worker processes reopen the memory map instead of receiving a pickled copy of it.
-        return {"path": self.path}
+        # Worker processes reopen the memory maps instead of receiving a pickled copy of them.
+        return {"path": self.path, "position_ids": self.position_ids}
 
     def __setstate__(self, state: dict) -> None:
-        # The parent verified the data when it built the loader: a worker only maps it.
-        self.__init__(state["path"], verify=False)
+        self.__init__(state["path"], verify=False, position_ids=state["position_ids"])
+
+
+def _mix(values: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a fast, well-mixed hash of uint64 values (arithmetic wraps)."""
+    values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return values ^ (values >> np.uint64(31))
+
+
+class Permutation:
+    """A seeded permutation of range(size), evaluated at any positions without building it.
+
+    A 6-round Feistel network permutes [0, 4^k) for the smallest 4^k >= size; a value
+    that lands outside range(size) is permuted again until it falls inside ("cycle
+    walking"), which keeps it a bijection of range(size). Memory: 6 keys, at any size.
+    """
+
+    ROUNDS = 6
+
+    def __init__(self, size: int, seed: int, epoch: int):
+        self.size = size
+        self.half = max(1, (max(size - 1, 1).bit_length() + 1) // 2)
+        self.mask = np.uint64((1 << self.half) - 1)
+        self.keys = np.random.default_rng([seed, epoch]).integers(0, 1 << 64, self.ROUNDS, dtype=np.uint64, endpoint=False)
+
+    def _round_trip(self, values: np.ndarray) -> np.ndarray:
+        half = np.uint64(self.half)
+        left, right = values >> half, values & self.mask
+        for key in self.keys:
+            left, right = right, left ^ (_mix(right ^ key) & self.mask)
+        return (left << half) | right
+
+    def __call__(self, positions: np.ndarray) -> np.ndarray:
+        values = self._round_trip(np.asarray(positions, dtype=np.uint64))
+        outside = np.flatnonzero(values >= self.size)
+        while len(outside):
+            values[outside] = self._round_trip(values[outside])
+            outside = outside[values[outside] >= self.size]
+        return values.astype(np.int64)
 
 
 class BlockBatches(DistributedSampler):
-    """Batches of block indices, as numpy arrays: one seeded permutation per epoch.
+    """Batches of block indices, as numpy arrays, for one rank.
 
-    Epoch e's order depends only on (seed, e), so a run resumed with set_epoch(e)
-    sees the same order. Each iteration advances the epoch. With world_size > 1,
-    rank r takes every world_size-th block of the order: disjoint, equal shares;
-    the last len % world_size blocks of each epoch's order are left out so that
-    shares stay equal (they differ from epoch to epoch when shuffled).
+    Epoch e's order is Permutation(num_blocks, seed, e) (or 0, 1, 2, ... unshuffled),
+    so it depends only on (seed, e). With world_size > 1, rank r takes every
+    world_size-th block of the order: disjoint, equal shares; the last
+    num_blocks % world_size blocks of each epoch's order are left out so that shares
+    stay equal (they differ from epoch to epoch when shuffled).
+
+    The epoch advances only when a whole pass completes (BlockLoader does it), and
+    `start_batch` makes the next pass begin mid-epoch (a resumed run): batch k of an
+    epoch costs the same to reach for any k.
 
     It is a DistributedSampler because that is how trainers recognise a loader that
     is already sharded: PyTorch Lightning replaces any other sampler with its own
     and would shard the rank's share a second time; it calls set_epoch instead.
     """
 
+    CHUNK_BLOCKS = 1 << 16  # blocks permuted at a time: 512 KB, so a batch costs no permutation call
+
     def __init__(self, num_blocks, batch_size, shuffle=True, seed=42, rank=0, world_size=1, drop_last=False):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
         super().__init__(range(num_blocks), world_size, rank, shuffle, seed, drop_last)
         self.num_blocks, self.batch_size, self.world_size = num_blocks, batch_size, world_size
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass epoch `epoch`. A resume point loaded for this same epoch is kept."""
+        if epoch != self.epoch:
+            self.epoch, self.start_batch = epoch, 0
 
     def _share(self) -> int:
         return self.num_blocks // self.world_size
@@ -108,14 +179,60 @@ class BlockBatches(DistributedSampler):
         return share // self.batch_size if self.drop_last else -(-share // self.batch_size)
 
     def __iter__(self):
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_blocks)
-        else:
-            order = np.arange(self.num_blocks)
-        self.epoch += 1
-        order = order[self.rank :: self.world_size][: self._share()]
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            yield order[start : start + self.batch_size]
+        order = Permutation(self.num_blocks, self.seed, self.epoch) if self.shuffle else np.asarray
+        start, self.start_batch = self.start_batch, 0  # a resume point serves one pass
+        end = min(len(self) * self.batch_size, self._share())
+        chunk = max(1, self.CHUNK_BLOCKS // self.batch_size) * self.batch_size
+        for first in range(start * self.batch_size, end, chunk):
+            # This rank's places in the epoch's order, then the blocks at those places.
+            blocks = order(np.arange(first, min(first + chunk, end), dtype=np.int64) * self.world_size + self.rank)
+            for offset in range(0, len(blocks), self.batch_size):
+                yield blocks[offset : offset + self.batch_size]
+
+
+class BlockLoader(DataLoader):
+    """A DataLoader that knows where it is: `state_dict()` / `load_state_dict()` resume mid-epoch exactly.
+
+    The protocol is torchdata's StatefulDataLoader's, which PyTorch Lightning saves in
+    its checkpoints. The state is (epoch, batches of it already yielded), counted as
+    batches reach the caller (not as workers prefetch them), and describes the
+    newest iterator. An iterator abandoned mid-epoch (a peek with next(iter(loader)))
+    does not advance anything: the next pass starts that epoch again from its start.
+    """
+
+    _position = None
+
+    def __iter__(self):
+        sampler = self.sampler
+        self._position = position = {"epoch": sampler.epoch, "batches": sampler.start_batch}
+        for batch in super().__iter__():
+            position["batches"] += 1
+            yield batch
+        sampler.set_epoch(sampler.epoch + 1)
+        self._position = {"epoch": sampler.epoch, "batches": 0}
+
+    def _layout(self) -> dict:
+        sampler = self.sampler
+        # What must match for a saved position to mean the same batches (each rank has the same count).
+        return {
+            "num_blocks": sampler.num_blocks, "batch_size": sampler.batch_size, "world_size": sampler.world_size,
+            "shuffle": sampler.shuffle, "seed": sampler.seed, "drop_last": sampler.drop_last,
+        }
+
+    def state_dict(self) -> dict:
+        position = self._position or {"epoch": self.sampler.epoch, "batches": self.sampler.start_batch}
+        epoch, batches = position["epoch"], position["batches"]
+        if batches >= len(self.sampler):  # the last batch was served: the next one starts the next epoch
+            epoch, batches = epoch + 1, 0
+        return {"epoch": epoch, "batches": batches, **self._layout()}
+
+    def load_state_dict(self, state: dict) -> None:
+        different = {key: (state.get(key), value) for key, value in self._layout().items() if state.get(key) != value}
+        if different:
+            described = ", ".join(f"{key} {saved!r} -> {now!r}" for key, (saved, now) in different.items())
+            raise ValueError(f"this loader's state was saved for other data or settings ({described}); resume with the same ones")
+        self.sampler.epoch, self.sampler.start_batch = state["epoch"], state["batches"]
+        self._position = {"epoch": state["epoch"], "batches": state["batches"]}
 
 
 def batch_as_is(batch: dict) -> dict:
@@ -132,18 +249,25 @@ def make_dataloader(
     rank: int | None = None,
     world_size: int | None = None,
     drop_last: bool = False,
+    position_ids: bool = False,
+    verify: bool = False,
     **dataloader_kwargs,
-) -> DataLoader:
-    """A standard DataLoader of {"input_ids", "labels"} int64 batches of shape (batch_size, block_size).
+) -> BlockLoader:
+    """A DataLoader of {"input_ids", "labels"} int64 batches of shape (batch_size, block_size).
 
     path: a folder written by the group stage; by default this repository's data/grouped.
 
     split: "train" (the default) or "validation" when download.validation_size held
         documents out. shuffle: defaults to True for train, False for validation.
-    seed: the shuffled order of epoch e depends only on (seed, e); each pass over
-        the loader is a new epoch, and `loader.sampler.set_epoch(e)` picks one.
+    seed: the shuffled order of epoch e depends only on (seed, e). Each completed
+        pass advances the epoch; `loader.sampler.set_epoch(e)` picks one, and
+        `state_dict()` / `load_state_dict()` save and restore the exact position.
     rank, world_size: this process's share for multi-GPU training; by default read
         from an initialised torch.distributed process group, else 0 and 1.
+    position_ids: add int64 `position_ids` restarting at 0 at each document start
+        inside a block, and set `labels` to -100 at each document's first token
+        (packed sequences, as transformers' DataCollatorWithFlattening does).
+    verify: check every shard against its hash first (reads all the data once).
     Other keyword arguments (num_workers, pin_memory, ...) go to DataLoader.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -156,9 +280,9 @@ def make_dataloader(
     if world_size is None:
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         rank, world_size = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
-    blocks = Blocks(folder)
+    blocks = Blocks(folder, verify=verify, position_ids=position_ids)
     batches = BlockBatches(len(blocks), batch_size, shuffle, seed, rank, world_size, drop_last)
     # The sampler yields whole batches of indices, so each batch is one gather, not
     # batch_size item fetches plus a collate; batch_size=None tells DataLoader so.
     dataloader_kwargs.setdefault("collate_fn", batch_as_is)
-    return DataLoader(blocks, sampler=batches, batch_size=None, **dataloader_kwargs)
+    return BlockLoader(blocks, sampler=batches, batch_size=None, **dataloader_kwargs)

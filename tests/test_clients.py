@@ -68,7 +68,7 @@ def test_lightning_ddp_with_defaults_serves_each_block_once_per_epoch(built_repo
     grouped = built_repo / "data" / "grouped"
     run([sys.executable, str(script), str(grouped), str(tmp_path / "seen"), str(tmp_path)], cwd=tmp_path)
     everything = Blocks(grouped)
-    all_blocks = digest(everything._rows(np.arange(len(everything))))
+    all_blocks = digest(everything.batch(np.arange(len(everything)))["input_ids"].numpy().astype(np.uint16))
     assert len(all_blocks) == 18_111
     for epoch in (0, 1):
         shares = []
