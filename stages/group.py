@@ -8,8 +8,9 @@ Writes data/grouped and metrics/group.json. Each row is one block:
   (a 128-token block is 256 bytes).
 
 Only each split's final remainder, fewer than block_size tokens, is dropped.
-Output shard i holds blocks [i * blocks_per_shard, ...): its bounds follow from the
-token counts and the params alone, so `group_shard` builds each shard on its own,
+Every record batch holds the same number of blocks (the split's last excepted) and
+output shard i holds blocks [i * blocks_per_shard, ...), a whole number of record
+batches: the bounds follow from the token counts and the params alone, so `group_shard` builds each shard on its own,
 on any executor, and the output is identical whatever runs it.
 """
 
@@ -67,6 +68,7 @@ class BlockShardTask:
     blocks: int
     block_size: int
     id_type: pa.DataType
+    rows_per_batch: int
 
 
 def read_token_range(sources, first: int, count: int, dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -97,11 +99,10 @@ def group_shard(task: BlockShardTask) -> dict:
     )
     blocks, offsets, starts = block_layout(tokens, document_starts, size)
     schema = block_schema(task.id_type, size)
-    rows_per_batch = max(1, BATCH_BYTES // (size * blocks.itemsize))
 
     def record_batches():
-        for first in range(0, len(blocks), rows_per_batch):
-            last = min(first + rows_per_batch, len(blocks))
+        for first in range(0, len(blocks), task.rows_per_batch):
+            last = min(first + task.rows_per_batch, len(blocks))
             ids = pa.FixedSizeListArray.from_arrays(from_numpy(blocks[first:last].ravel()), size)
             block_starts = pa.ListArray.from_arrays(
                 from_numpy(offsets[first : last + 1] - offsets[first]), from_numpy(starts[offsets[first] : offsets[last]])
@@ -115,10 +116,24 @@ def group_shard(task: BlockShardTask) -> dict:
     }
 
 
-def plan_shards(source: Path, target: Path, block_size: int, blocks_per_shard: int) -> tuple[list[BlockShardTask], int]:
+def batch_and_shard_blocks(block_size: int, id_bytes: int, shard_bytes: int) -> tuple[int, int]:
+    """Blocks per record batch (BATCH_BYTES of ids) and per shard (about shard_bytes, whole batches; 0: one shard).
+
+    Equal record batches let the loader find a block's batch by one division.
+    """
+    block_bytes = block_size * id_bytes
+    per_batch = max(1, BATCH_BYTES // block_bytes)
+    if not shard_bytes:
+        return per_batch, 1 << 62
+    per_batch = min(per_batch, max(1, shard_bytes // block_bytes))
+    return per_batch, max(1, shard_bytes // block_bytes // per_batch) * per_batch
+
+
+def plan_shards(source: Path, target: Path, block_size: int, shard_bytes: int) -> tuple[list[BlockShardTask], int]:
     """The output shards of one split, and its token count. Reads only the input's list offsets."""
     inputs = shards(source, stage="tokenize")
     id_type = read_schema(source, stage="tokenize").field("input_ids").type.value_type
+    rows_per_batch, blocks_per_shard = batch_and_shard_blocks(block_size, id_type.bit_width // 8, shard_bytes)
     first_tokens = np.cumsum([0] + [count_list_values(shard, "input_ids") for shard in inputs])
     blocks = int(first_tokens[-1]) // block_size
     count = max(1, -(-blocks // blocks_per_shard))  # an empty split still gets one (empty) shard
@@ -130,7 +145,7 @@ def plan_shards(source: Path, target: Path, block_size: int, blocks_per_shard: i
         sources = tuple(
             (shard, int(first_tokens[i])) for i, shard in enumerate(inputs) if first_tokens[i] < high and first_tokens[i + 1] > low
         )
-        tasks.append(BlockShardTask(sources, str(target / shard_name(index, count)), first_block, shard_blocks, block_size, id_type))
+        tasks.append(BlockShardTask(sources, str(target / shard_name(index, count)), first_block, shard_blocks, block_size, id_type, rows_per_batch))
     return tasks, int(first_tokens[-1])
 
 
@@ -143,9 +158,7 @@ def group_split(source, target, block_size: int, shard_bytes: int = 0, required:
     """
     # Absolute paths: a worker on a cluster runs in another directory (same shared file system).
     source, target = Path(source).resolve(), Path(target).resolve()
-    id_bytes = read_schema(source, stage="tokenize").field("input_ids").type.value_type.bit_width // 8
-    blocks_per_shard = max(1, shard_bytes // (block_size * id_bytes)) if shard_bytes else 1 << 62
-    tasks, tokens = plan_shards(source, target, block_size, blocks_per_shard)
+    tasks, tokens = plan_shards(source, target, block_size, shard_bytes)
     blocks = sum(task.blocks for task in tasks)
     if blocks == 0 and required:
         raise UserError(

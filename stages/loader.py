@@ -47,42 +47,63 @@ class Blocks(Dataset):
         self.block_size = sizes.pop()
         if position_ids and self.shards[0].offsets is None:
             raise UserError(f"{self.path} records no document starts (written before they were); rebuild it with: dvc repro --force group")
-        # Block i lives in shard searchsorted(first_blocks, i, "right") - 1.
-        self.first_blocks = np.cumsum([0] + [len(shard) for shard in self.shards])
+        # One row per record batch of every shard (~2,500 at 10 B tokens): where its blocks start
+        # in the folder's numbering, its shard, and where its data starts in that shard's map.
+        first_blocks = np.cumsum([0] + [len(shard) for shard in self.shards])
+        self.first_blocks = np.concatenate(
+            [shard.first_rows[:-1] + first for shard, first in zip(self.shards, first_blocks)] + [first_blocks[-1:]]
+        )
+        self.owners = np.concatenate([np.full(len(shard.id_starts), index) for index, shard in enumerate(self.shards)])
+        # The group stage writes equal record batches (the last excepted): a block's is then one division away.
+        sizes = np.diff(self.first_blocks)
+        self.rows_per_batch = int(sizes[0]) if len(sizes) and (sizes[:-1] == sizes[0]).all() and sizes[-1] <= sizes[0] else 0
+        # Block i of record batch b starts at ids[id_bases[b] + i * block_size] in its shard's map.
+        self.id_bases = np.concatenate([shard.id_starts for shard in self.shards]) - self.first_blocks[:-1] * self.block_size
+        self.columns = np.arange(self.block_size)
+        if position_ids:
+            self.offset_starts = np.concatenate([shard.offset_starts for shard in self.shards])
+            self.value_starts = np.concatenate([shard.value_starts for shard in self.shards])
 
     def __len__(self) -> int:
         return int(self.first_blocks[-1])
 
-    def _by_shard(self, indices: np.ndarray):
-        """(shard, positions in `indices`, rows in that shard) for each shard the indices touch."""
-        if len(self.shards) == 1:
-            return [(self.shards[0], slice(None), indices)]
-        owners = np.searchsorted(self.first_blocks, indices, side="right") - 1
-        return [
-            (self.shards[owner], chosen, indices[chosen] - self.first_blocks[owner])
-            for owner in np.unique(owners)
-            for chosen in [np.flatnonzero(owners == owner)]
-        ]
-
     def batch(self, indices) -> dict:
         """The blocks `indices` as one batch: int64 input_ids and labels (and position_ids if asked)."""
         indices = np.asarray(indices, dtype=np.int64)
-        parts = self._by_shard(indices)
-        rows = np.empty((len(indices), self.block_size), dtype=self.shards[0].ids.dtype)
-        for shard, chosen, local in parts:
-            rows[chosen] = shard.gather(local)
+        if self.rows_per_batch:  # the record batch holding each block
+            batch = indices // self.rows_per_batch
+        else:
+            batch = self.first_blocks.searchsorted(indices, side="right") - 1
+        first_ids = self.id_bases[batch] + indices * self.block_size
+        if len(self.shards) == 1:  # one fancy index over one map
+            rows = self.shards[0].ids[first_ids[:, None] + self.columns]
+        elif len(owners := self.owners[batch]) == 0 or (owners == owners[0]).all():
+            rows = self.shards[owners[0] if len(owners) else 0].ids[first_ids[:, None] + self.columns]
+        else:  # a slice per block: cheaper than grouping a small batch by shard
+            rows = np.empty((len(indices), self.block_size), dtype=self.shards[0].ids.dtype)
+            for i, (owner, first) in enumerate(zip(owners.tolist(), first_ids.tolist())):
+                rows[i] = self.shards[owner].ids[first : first + self.block_size]
         input_ids = torch.from_numpy(rows.astype(np.int64))
         if not self.position_ids:
             return {"input_ids": input_ids, "labels": input_ids.clone()}
+        which, starts = self._document_starts(batch, indices - self.first_blocks[batch], self.owners[batch])
         labels, marks = input_ids.clone(), np.zeros(rows.shape, dtype=np.int64)
-        for shard, chosen, local in parts:
-            which, starts = shard.document_starts(local)
-            which = np.arange(len(indices))[chosen][which]
-            marks[which, starts] = starts
-            labels[which, starts] = IGNORE_INDEX  # nothing predicts a document's first token from the one before
+        marks[which, starts] = starts
+        labels[which, starts] = IGNORE_INDEX  # nothing predicts a document's first token from the one before
         # A token's position counts from the last document start at or before it (or the block's start).
         position_ids = np.arange(self.block_size) - np.maximum.accumulate(marks, axis=1)
         return {"input_ids": input_ids, "labels": labels, "position_ids": torch.from_numpy(position_ids)}
+
+    def _document_starts(self, batch: np.ndarray, row: np.ndarray, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where documents start in the chosen blocks: (block number in the batch, position in the block) pairs."""
+        which, starts = [], []
+        at, value_starts = self.offset_starts[batch] + row, self.value_starts[batch]
+        for i, (owner, offset, first) in enumerate(zip(owners.tolist(), at.tolist(), value_starts.tolist())):
+            shard = self.shards[owner]
+            low, high = shard.offsets[offset : offset + 2].tolist()
+            starts.append(shard.starts[first + low : first + high].astype(np.int64))
+            which.append(np.full(high - low, i))
+        return np.concatenate(which or [np.empty(0, np.int64)]), np.concatenate(starts or [np.empty(0, np.int64)])
 
     def __getitem__(self, index) -> dict:
         """One block (an int index) or a whole batch (a list of indices) in one gather."""

@@ -207,7 +207,10 @@ class MappedBlocks:
 
     Per record batch (8 MB of ids each, so ~2,500 of them at 10 B tokens) it keeps
     where the batch's rows, ids and document starts begin in the file; no table has
-    one entry per block, so building one costs the same for any shard size.
+    one entry per block, so mapping a shard costs the same for any shard size.
+    Row r of record batch b: ids[id_starts[b] + r * block_size:][:block_size]; its
+    document starts: starts[value_starts[b] + offsets[offset_starts[b] + r]:][:count],
+    with count = offsets[offset_starts[b] + r + 1] - offsets[offset_starts[b] + r].
     """
 
     ids: np.ndarray  # the whole file viewed as the id type: zero-copy
@@ -221,28 +224,6 @@ class MappedBlocks:
 
     def __len__(self) -> int:
         return int(self.first_rows[-1])
-
-    def _locate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        batch = np.searchsorted(self.first_rows, rows, side="right") - 1
-        return batch, rows - self.first_rows[batch]
-
-    def gather(self, rows: np.ndarray) -> np.ndarray:
-        """The (len(rows), block_size) ids of `rows`, in one fancy index over the map."""
-        batch, local = self._locate(rows)
-        first_ids = self.id_starts[batch] + local * self.block_size
-        return self.ids[first_ids[:, None] + np.arange(self.block_size)]
-
-    def document_starts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Where documents start in `rows`: (row number in `rows`, position in the block) pairs."""
-        if self.offsets is None:
-            raise UserError("this data/grouped has no document starts; rebuild it with: dvc repro --force group")
-        batch, local = self._locate(rows)
-        at = self.offset_starts[batch] + local
-        low, high = self.offsets[at], self.offsets[at + 1]
-        counts = (high - low).astype(np.int64)
-        first = self.value_starts[batch] + low - np.cumsum(counts) + counts  # so that first + arange(total) walks each run
-        which = np.repeat(np.arange(len(rows)), counts)
-        return which, self.starts[np.repeat(first, counts) + np.arange(int(counts.sum()))]
 
 
 def map_blocks(shard: Shard, verify: bool = False) -> MappedBlocks:

@@ -124,3 +124,19 @@ def test_explicit_rank_and_world_size(grouped):
     assert sorted(t for share in shares for t in share) == list(range(BLOCKS))
     with pytest.raises(ValueError, match="give both rank and world_size"):
         make_dataloader(folder, world_size=2)
+
+
+def test_a_shard_cut_at_a_record_batch_boundary_is_caught_without_hashing(grouped, tmp_path):
+    """The stream still parses (the cut falls between record batches); only the row count gives it away."""
+    import shutil
+
+    folder, blocks = grouped
+    cut = shutil.copytree(folder, tmp_path / "grouped")
+    schema = pa.schema([("input_ids", pa.list_(pa.uint16(), BLOCK_SIZE))])
+    two = [pa.record_batch([pa.FixedSizeListArray.from_arrays(pa.array(p.ravel()), BLOCK_SIZE)], schema=schema) for p in np.split(blocks, [30, 64])[:2]]
+    write_dataset(tmp_path / "two", schema, two)
+    shard = cut / "data-00000-of-00001.arrow"
+    with open(shard, "r+b") as file:
+        file.truncate((tmp_path / "two" / "data-00000-of-00001.arrow").stat().st_size - 8)  # less its end-of-stream marker
+    with pytest.raises(ValueError, match=r"corrupt or truncated \(data-00000-of-00001.arrow has 64 rows, state.json says 100\)"):
+        make_dataloader(cut)
