@@ -3,22 +3,30 @@
 Writes data/raw (one `text` column; empty documents are skipped and counted; with
 download.validation_size, `train` and `validation` splits) and metrics/download.json.
 The default corpus is built in and needs no network.
+
+A local parquet file is converted in parallel: consecutive row groups of about
+download.shard_mb make one task (`convert_row_groups`, a pure function any executor
+runs), so its shards depend only on the file and the params. Other sources stream
+through one process.
 """
 
 import shutil
-from typing import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from stages.errors import UserError, run_stage
+from stages.executor import map_shards, worker_count
+from stages.inputs import resolve_input
+from stages.outputs import replacing, write_json, write_split_names
 from stages.params import load_params
 from stages.progress import Progress
-from stages.inputs import resolve_input
-from stages.sources import BUILTIN_CORPUS, load_batches
-from stages.outputs import replacing, write_json, write_split_names
-from stages.storage import as_numpy, read_batches, write_dataset
+from stages.sources import BUILTIN_CORPUS, load_batches, parquet_batches, parquet_row_groups
+from stages.storage import as_numpy, name_shards, read_batches, write_dataset, write_shards
 
 SCHEMA = pa.schema([("text", pa.string())])
 PIECE_BYTES = 8 << 20  # text per record batch at most: 8 MB (or 1/8 of a shard), so shards stay near their size
@@ -108,30 +116,100 @@ def _masked(batches: Iterator[pa.RecordBatch], mask: np.ndarray) -> Iterator[pa.
             yield kept
 
 
+def cleaned_pieces(tables: Iterable[pa.Table], text_column: str, counts: dict, shard_bytes: int, first_row: int = 0) -> Iterator[pa.RecordBatch]:
+    """The non-empty documents of `tables` as record batches of at most PIECE_BYTES of text; adds to `counts`."""
+    rows = first_row
+    for table in tables:
+        texts, empty = text_of(table, text_column, first_row=rows)
+        rows += table.num_rows
+        counts["documents"] += len(texts)
+        counts["characters"] += pc.sum(pc.utf8_length(texts)).as_py() or 0
+        counts["empty_documents_skipped"] += empty
+        for piece in byte_slices(texts, min(PIECE_BYTES, shard_bytes // 8)):
+            yield pa.record_batch([piece], schema=SCHEMA)
+
+
+def new_counts() -> dict:
+    return {"documents": 0, "characters": 0, "empty_documents_skipped": 0}
+
+
+@dataclass(frozen=True)
+class RowGroupTask:
+    """Consecutive row groups of a local parquet file, converted into shards of `target` named after the first."""
+
+    path: str
+    row_groups: tuple[int, ...]
+    first_row: int  # the file's row number of the first one, for error messages
+    target: str
+    text_column: str
+    shard_bytes: int
+
+
+def convert_row_groups(task: RowGroupTask) -> dict:
+    """Clean one task's documents into unnamed shards (cut at shard_bytes); return them and the counts."""
+    counts = new_counts()
+    tables = parquet_batches(Path(task.path), task.row_groups)
+    pieces = cleaned_pieces(tables, task.text_column, counts, task.shard_bytes, task.first_row)
+    shards = write_shards(task.target, SCHEMA, pieces, task.shard_bytes, prefix=f"-{task.row_groups[0]:06d}")
+    return {"shards": shards, "counts": counts}
+
+
+def row_group_tasks(path: Path, target: Path, text_column: str, shard_bytes: int) -> list[RowGroupTask]:
+    """One task per run of consecutive row groups of at most shard_bytes (uncompressed; a larger one alone)."""
+    tasks, group, size, first_row, rows = [], [], 0, 0, 0
+    for index, (group_rows, group_bytes) in enumerate(parquet_row_groups(path)):
+        if group and size + group_bytes > shard_bytes:
+            tasks.append(RowGroupTask(str(path), tuple(group), first_row, str(target), text_column, shard_bytes))
+            group, size, first_row = [], 0, rows
+        group.append(index)
+        size += group_bytes
+        rows += group_rows
+    if group:
+        tasks.append(RowGroupTask(str(path), tuple(group), first_row, str(target), text_column, shard_bytes))
+    return tasks
+
+
+def convert_parquet(path: Path, folder: Path, text_column: str, shard_bytes: int, counts: dict, progress: Progress) -> None:
+    """Convert a local parquet file's row groups in parallel (stages.executor) into the dataset folder `folder`."""
+    folder.mkdir(parents=True)
+    tasks = row_group_tasks(path, folder.resolve(), text_column, shard_bytes)
+    written = []
+    for result in map_shards(convert_row_groups, tasks):
+        for key, value in result["counts"].items():
+            counts[key] += value
+        progress.update(result["counts"]["documents"] + result["counts"]["empty_documents_skipped"])
+        written += result["shards"]
+    # A task of empty documents wrote an empty shard: keep one only if every shard is empty.
+    kept = [shard for shard in written if shard[2]] or written[:1]
+    for empty in set(written) - set(kept):
+        empty[0].unlink()
+    name_shards(folder, SCHEMA, kept)
+
+
 def main() -> None:
     params = load_params("download")
+    worker_count()  # a bad PIPELINE_WORKERS fails now
     shard_bytes = params["shard_mb"] << 20
     source = resolve_input("download", "dataset", params, builtins=[BUILTIN_CORPUS])
+    local_parquet = source.kind == "local" and Path(source.name).is_file() and Path(source.name).suffix.lower() == ".parquet"
     batches, version = load_batches(source, params["split"])
-    counts = {"documents": 0, "characters": 0, "empty_documents_skipped": 0}
-    progress = Progress("download")
-
-    def cleaned_batches() -> Iterator[pa.RecordBatch]:
-        rows = 0
-        for batch in batches:
-            texts, empty = text_of(batch, params["text_column"], first_row=rows)
-            rows += batch.num_rows
-            counts["documents"] += len(texts)
-            counts["characters"] += pc.sum(pc.utf8_length(texts)).as_py() or 0
-            counts["empty_documents_skipped"] += empty
-            progress.update(len(texts))
-            for piece in byte_slices(texts, min(PIECE_BYTES, shard_bytes // 8)):
-                yield pa.record_batch([piece], schema=SCHEMA)
+    counts = new_counts()
+    rows = sum(rows for rows, _ in parquet_row_groups(Path(source.name))) if local_parquet else None
+    progress = Progress("download", total=rows)
 
     with replacing("data/raw") as output:
         # With a validation split, every document is written once, then divided.
         everything = output / "all" if params["validation_size"] else output
-        write_dataset(everything, SCHEMA, cleaned_batches(), shard_bytes)
+        if local_parquet:
+            convert_parquet(Path(source.name), everything, params["text_column"], shard_bytes, counts, progress)
+        else:
+            def counted(tables):
+                for table in tables:
+                    yield table
+                    progress.update(table.num_rows)
+
+            pieces = cleaned_pieces(counted(batches), params["text_column"], counts, shard_bytes)
+            write_dataset(everything, SCHEMA, pieces, shard_bytes)
         progress.close()
         if counts["documents"] == 0:
             raise UserError(f"dataset '{source.name}' split '{params['split']}' has no non-empty documents")

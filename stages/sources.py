@@ -10,7 +10,7 @@ import importlib.metadata
 import importlib.util
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -57,15 +57,27 @@ def _batched(documents: Iterator[str]) -> Iterator[pa.Table]:
         yield pa.table({"text": batch})
 
 
-def _parquet_batches(path: Path) -> Iterator[pa.Table]:
-    """A local parquet file, read straight with pyarrow: the fastest path, memory stays flat."""
+def _parquet_file(path: Path) -> pq.ParquetFile:
     try:
         # Buffered, not pre-buffered: memory follows the pages read, not the row-group size.
-        parquet = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)
+        return pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)
     except (OSError, pa.ArrowException) as error:
         raise UserError(f"cannot read {path} as parquet: {first_line(error)}") from None
-    for batch in parquet.iter_batches(batch_size=BATCH_DOCUMENTS):
-        yield pa.Table.from_batches([batch])
+
+
+def parquet_batches(path: Path, row_groups: Sequence[int] | None = None) -> Iterator[pa.Table]:
+    """A local parquet file (or some of its row groups), read straight with pyarrow: the fastest path, memory stays flat."""
+    try:
+        for batch in _parquet_file(path).iter_batches(batch_size=BATCH_DOCUMENTS, row_groups=row_groups):
+            yield pa.Table.from_batches([batch])
+    except (OSError, pa.ArrowException) as error:
+        raise UserError(f"cannot read {path} as parquet: {first_line(error)}") from None
+
+
+def parquet_row_groups(path: Path) -> list[tuple[int, int]]:
+    """(rows, uncompressed bytes) of each row group of a local parquet file, from its footer alone."""
+    metadata = _parquet_file(path).metadata
+    return [(metadata.row_group(i).num_rows, metadata.row_group(i).total_byte_size) for i in range(metadata.num_row_groups)]
 
 
 def _datasets_batches(name: str, path: str, split: str, **options) -> Iterator[pa.Table]:
@@ -96,7 +108,7 @@ def _local_batches(path: Path, split: str) -> Iterator[pa.Table]:
         raise UserError(f"{path} is empty: it has no documents")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        return _parquet_batches(path)
+        return parquet_batches(path)
     if suffix not in LOCAL_FILE_BUILDERS:
         raise UserError(f"cannot read {path}: use one of .parquet, {', '.join(LOCAL_FILE_BUILDERS)} (any case)")
     builder, options = LOCAL_FILE_BUILDERS[suffix]

@@ -97,17 +97,16 @@ def write_index(folder, schema: pa.Schema, shards: list[tuple[str, str, int]]) -
     write_json(Path(folder) / "state.json", state)
 
 
-def write_dataset(folder, schema: pa.Schema, batches: Iterable[pa.RecordBatch], shard_bytes: int = 0) -> int:
-    """Stream `batches` into a new dataset folder; return the number of rows written.
+def write_shards(folder, schema: pa.Schema, batches: Iterable[pa.RecordBatch], shard_bytes: int = 0, prefix: str = "") -> list[tuple[Path, str, int]]:
+    """Stream `batches` into consecutive unnamed shard files in `folder`; return each one's (path, sha256, rows).
 
     With `shard_bytes`, a shard closes at the first batch boundary at or past that
     many bytes of Arrow data, so shard boundaries depend only on the batches (the
-    input and the params), never on who writes them. 0: a single shard.
+    input and the params), never on who writes them. 0: a single shard. At least
+    one shard is written. `name_shards` gives them their final names.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True)
     written: list[tuple[Path, str, int]] = []
-    total = 0
     batches = iter(batches)
     pending = next(batches, None)
     while pending is not None or not written:
@@ -120,17 +119,27 @@ def write_dataset(folder, schema: pa.Schema, batches: Iterable[pa.RecordBatch], 
                 size += batch.nbytes
                 yield batch
 
-        path = folder / f".shard-{len(written):05d}.partial"
+        path = folder / f".shard{prefix}-{len(written):05d}.partial"
         rows, sha256 = write_shard(path, schema, shard_batches())
         written.append((path, sha256, rows))
-        total += rows
+    return written
+
+
+def name_shards(folder, schema: pa.Schema, written: list[tuple[Path, str, int]]) -> int:
+    """Rename the shards `written` (in order) to data-XXXXX-of-YYYYY.arrow and index them; return the rows."""
     names = []
     for index, (path, sha256, rows) in enumerate(written):
         name = shard_name(index, len(written))
-        path.rename(folder / name)
+        Path(path).rename(Path(folder) / name)
         names.append((name, sha256, rows))
     write_index(folder, schema, names)
-    return total
+    return sum(rows for _, _, rows in written)
+
+
+def write_dataset(folder, schema: pa.Schema, batches: Iterable[pa.RecordBatch], shard_bytes: int = 0) -> int:
+    """Stream `batches` into a new dataset folder, in shards of about `shard_bytes` (see write_shards); return the rows."""
+    Path(folder).mkdir(parents=True)
+    return name_shards(folder, schema, write_shards(folder, schema, batches, shard_bytes))
 
 
 def _file_hash(path: Path) -> str:

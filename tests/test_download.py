@@ -106,3 +106,28 @@ def test_held_out_documents_are_a_seeded_exact_share():
     for size, message in [(1.0, "fraction below 1"), (1000, "both splits"), (0.0001, "both splits")]:
         with pytest.raises(UserError, match=message):
             held_out(1000, size, seed=1)
+
+
+def test_a_parquet_file_converts_in_parallel_into_the_same_shards(tmp_path, monkeypatch):
+    """Row groups of every size (one all empty, one larger than a shard) give identical shards for 1 and 2 workers."""
+    from stages.download import convert_parquet, new_counts
+    from stages.progress import Progress
+    from stages.storage import read_table, shards
+
+    documents = [f"document {i} " * (i % 37) for i in range(3_000)]  # every 37th is empty
+    documents[1_000:1_200] = [""] * 200
+    path = tmp_path / "corpus.parquet"
+    with pq.ParquetWriter(path, pa.schema([("text", pa.string())])) as writer:
+        for low, high in [(0, 100), (100, 1_000), (1_000, 1_200), (1_200, 1_250), (1_250, 3_000)]:
+            writer.write_table(pa.table({"text": documents[low:high]}))
+    outputs, counts = [], []
+    for workers in ("1", "2"):
+        monkeypatch.setenv("PIPELINE_WORKERS", workers)
+        counts.append(new_counts())
+        folder = tmp_path / f"raw-{workers}"
+        convert_parquet(path, folder, "text", 64 << 10, counts[-1], Progress("download"))
+        outputs.append({file.name: file.read_bytes() for file in folder.iterdir()})
+    assert outputs[0] == outputs[1] and counts[0] == counts[1]
+    assert len(shards(tmp_path / "raw-2", "download")) >= 4
+    assert read_table(tmp_path / "raw-2", "download").column("text").to_pylist() == [d for d in documents if d]
+    assert counts[0]["empty_documents_skipped"] == documents.count("")

@@ -69,11 +69,12 @@ def test_a_byte_order_mark_is_not_text(tmp_path):
     assert raw_texts(tmp_path) == ["first line", "second line"]
 
 
-def test_invalid_utf8_is_refused_at_download_naming_the_row(tmp_path):
+@pytest.mark.parametrize("row_group_size", [None, 1000])  # one row group, or 13 converted in parallel
+def test_invalid_utf8_is_refused_at_download_naming_the_row(tmp_path, row_group_size):
     good = [f"document {i}" for i in range(12_345)]
     binary = pa.array([t.encode() for t in good] + [b"caf\xe9 latin-1", b"fine"], pa.binary())
     text = pa.Array.from_buffers(pa.string(), len(binary), binary.buffers())
-    pq.write_table(pa.table({"text": text}), tmp_path / "corpus.parquet")
+    pq.write_table(pa.table({"text": text}), tmp_path / "corpus.parquet", row_group_size=row_group_size)
     result = stage_in(tmp_path, "download", **local(tmp_path / "corpus.parquet"))
     assert_clean_failure(result, tmp_path, "data/raw", "column 'text' row 12,345 is not valid UTF-8 (byte 3)")
 
