@@ -40,7 +40,13 @@ class Blocks(Dataset):
 
     def __init__(self, path=DEFAULT_PATH, verify: bool = False, position_ids: bool = False):
         self.path, self.position_ids = Path(path), position_ids
-        self.shards = [map_blocks(shard, verify) for shard in shards(self.path, "group")]
+        found = shards(self.path, "group")
+        self.shards = [map_blocks(shard) for shard in found]
+        if verify:
+            # After mapping, not before: pages that read() has just cached come back in large
+            # folios, and a fault on one maps all of it (~9 MB more per 64 MB shard here).
+            for shard in found:
+                shard.verify()
         sizes = {shard.block_size for shard in self.shards}
         if len(sizes) != 1:
             raise UserError(f"{self.path} mixes block sizes {sorted(sizes)}; rebuild it with: dvc repro --force group")

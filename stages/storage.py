@@ -235,14 +235,12 @@ class MappedBlocks:
         return int(self.first_rows[-1])
 
 
-def map_blocks(shard: Shard, verify: bool = False) -> MappedBlocks:
-    """Memory-map one shard of blocks, checking its structure and row count (and its hash if `verify`).
+def map_blocks(shard: Shard) -> MappedBlocks:
+    """Memory-map one shard of blocks, checking its structure and row count (not its hash: `Shard.verify`).
 
     A corrupt or truncated shard is reported naming the stage that rebuilds it, and
     a folder of another kind (data/raw, data/tokenized) naming what was expected.
     """
-    if verify:
-        shard.verify()
     try:
         source = pa.memory_map(str(shard.path))
         reader = pa.ipc.open_stream(source)

@@ -100,3 +100,49 @@ def test_position_ids_need_a_folder_with_document_starts(tmp_path):
     assert len(make_dataloader(tmp_path / "old")) == 1  # Lab1 batches still work
     with pytest.raises(ValueError, match=r"records no document starts .* dvc repro --force group"):
         make_dataloader(tmp_path / "old", position_ids=True)
+
+
+TRAINER_SCRIPT = """
+import json, sys
+from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
+from stages.loader import Blocks
+
+# The README's recipe: Blocks(..., position_ids=True), Trainer's default collator, use_cache off.
+config = LlamaConfig(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                     num_key_value_heads=1, max_position_embeddings=32, use_cache=False)
+model = LlamaForCausalLM(config)
+seen = []
+model.register_forward_pre_hook(
+    lambda module, args, kwargs: seen.append({key: kwargs[key].tolist() for key in ("input_ids", "labels", "position_ids")}),
+    with_kwargs=True,
+)
+args = TrainingArguments(
+    output_dir=sys.argv[2], max_steps=3, per_device_train_batch_size=4, report_to=[], save_strategy="no",
+    use_cpu=True, seed=1, logging_strategy="no", disable_tqdm=True,
+)
+Trainer(model=model, args=args, train_dataset=Blocks(sys.argv[1], position_ids=True)).train()
+json.dump(seen, open(sys.argv[3], "w"))
+"""
+
+
+def test_hf_trainer_recipe_passes_position_ids_and_masked_labels(packed, tmp_path):
+    import json
+    import sys
+
+    from tests.conftest import REPO, run
+
+    folder, _ = packed
+    script = tmp_path / "train.py"
+    script.write_text(TRAINER_SCRIPT)
+    run([sys.executable, str(script), str(folder), str(tmp_path / "out"), str(tmp_path / "seen.json")], cwd=tmp_path, PYTHONPATH=str(REPO))
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    everything = Blocks(folder, position_ids=True).batch(np.arange(len(Blocks(folder))))
+    expected = {
+        tuple(ids): (positions, labels)
+        for ids, positions, labels in zip(everything["input_ids"].tolist(), everything["position_ids"].tolist(), everything["labels"].tolist())
+    }
+    assert len(seen) == 3
+    for batch in seen:
+        for ids, positions, labels in zip(batch["input_ids"], batch["position_ids"], batch["labels"]):
+            assert (positions, labels) == expected[tuple(ids)]
+    assert any(IGNORE_INDEX in labels for batch in seen for labels in batch["labels"])
