@@ -77,13 +77,13 @@ class Blocks(Dataset):
         """The blocks `indices` as one batch: int64 input_ids and labels (and position_ids if asked)."""
         indices = np.asarray(indices, dtype=np.int64)
         if self.rows_per_batch:  # the record batch holding each block
-            batch = indices // self.rows_per_batch
+            record_batch = indices // self.rows_per_batch
         else:
-            batch = self.first_blocks.searchsorted(indices, side="right") - 1
-        first_ids = self.id_bases[batch] + indices * self.block_size
+            record_batch = self.first_blocks.searchsorted(indices, side="right") - 1
+        first_ids = self.id_bases[record_batch] + indices * self.block_size
         if len(self.shards) == 1:  # one fancy index over one map
             rows = self.shards[0].ids[first_ids[:, None] + self.columns]
-        elif len(owners := self.owners[batch]) == 0 or (owners == owners[0]).all():
+        elif len(owners := self.owners[record_batch]) == 0 or (owners == owners[0]).all():
             rows = self.shards[owners[0] if len(owners) else 0].ids[first_ids[:, None] + self.columns]
         else:  # a slice per block: cheaper than grouping a small batch by shard
             rows = np.empty((len(indices), self.block_size), dtype=self.shards[0].ids.dtype)
@@ -92,7 +92,7 @@ class Blocks(Dataset):
         input_ids = torch.from_numpy(rows.astype(np.int64))
         if not self.position_ids:
             return {"input_ids": input_ids, "labels": input_ids.clone()}
-        which, starts = self._document_starts(batch, indices - self.first_blocks[batch], self.owners[batch])
+        which, starts = self._document_starts(record_batch, indices - self.first_blocks[record_batch])
         labels, marks = input_ids.clone(), np.zeros(rows.shape, dtype=np.int64)
         marks[which, starts] = starts
         labels[which, starts] = IGNORE_INDEX  # nothing predicts a document's first token from the one before
@@ -100,10 +100,11 @@ class Blocks(Dataset):
         position_ids = np.arange(self.block_size) - np.maximum.accumulate(marks, axis=1)
         return {"input_ids": input_ids, "labels": labels, "position_ids": torch.from_numpy(position_ids)}
 
-    def _document_starts(self, batch: np.ndarray, row: np.ndarray, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Where documents start in the chosen blocks: (block number in the batch, position in the block) pairs."""
+    def _document_starts(self, record_batch: np.ndarray, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where documents start in the chosen blocks (each a row of a record batch): (block in the batch, position) pairs."""
         which, starts = [], []
-        at, value_starts = self.offset_starts[batch] + row, self.value_starts[batch]
+        owners = self.owners[record_batch]
+        at, value_starts = self.offset_starts[record_batch] + row, self.value_starts[record_batch]
         for i, (owner, offset, first) in enumerate(zip(owners.tolist(), at.tolist(), value_starts.tolist())):
             shard = self.shards[owner]
             low, high = shard.offsets[offset : offset + 2].tolist()
