@@ -4,9 +4,10 @@ Writes data/raw (one `text` column; empty documents are skipped and counted; wit
 download.validation_size, `train` and `validation` splits) and metrics/download.json.
 The default corpus is built in and needs no network.
 
-A local parquet file is converted in parallel: consecutive row groups of about
+Local parquet (a file, or a folder laid out like a Hub dataset repository whose
+split is parquet files) is converted in parallel: consecutive row groups of about
 download.shard_mb make one task (`convert_row_groups`, a pure function any executor
-runs), so its shards depend only on the file and the params. Other sources stream
+runs), so its shards depend only on the files and the params. Other sources stream
 through one process.
 """
 
@@ -25,7 +26,7 @@ from stages.inputs import resolve_input
 from stages.outputs import replacing, write_json, write_split_names
 from stages.params import load_params
 from stages.progress import Progress
-from stages.sources import BUILTIN_CORPUS, load_batches, parquet_batches, parquet_row_groups
+from stages.sources import BUILTIN_CORPUS, load_batches, local_parquet_files, parquet_batches, parquet_row_groups
 from stages.storage import as_numpy, name_shards, read_batches, write_dataset, write_shards
 
 SCHEMA = pa.schema([("text", pa.string())])
@@ -135,14 +136,15 @@ def new_counts() -> dict:
 
 @dataclass(frozen=True)
 class RowGroupTask:
-    """Consecutive row groups of a local parquet file, converted into shards of `target` named after the first."""
+    """Consecutive row groups of a local parquet file, converted into unnamed shards of `target`."""
 
     path: str
     row_groups: tuple[int, ...]
-    first_row: int  # the file's row number of the first one, for error messages
+    first_row: int  # the corpus' row number of the first one, for error messages
     target: str
     text_column: str
     shard_bytes: int
+    name: str  # orders the shards it writes among all tasks'
 
 
 def convert_row_groups(task: RowGroupTask) -> dict:
@@ -150,29 +152,36 @@ def convert_row_groups(task: RowGroupTask) -> dict:
     counts = new_counts()
     tables = parquet_batches(Path(task.path), task.row_groups)
     pieces = cleaned_pieces(tables, task.text_column, counts, task.shard_bytes, task.first_row)
-    shards = write_shards(task.target, SCHEMA, pieces, task.shard_bytes, prefix=f"-{task.row_groups[0]:06d}")
+    shards = write_shards(task.target, SCHEMA, pieces, task.shard_bytes, prefix=task.name)
     return {"shards": shards, "counts": counts}
 
 
-def row_group_tasks(path: Path, target: Path, text_column: str, shard_bytes: int) -> list[RowGroupTask]:
-    """One task per run of consecutive row groups of at most shard_bytes (uncompressed; a larger one alone)."""
-    tasks, group, size, first_row, rows = [], [], 0, 0, 0
-    for index, (group_rows, group_bytes) in enumerate(parquet_row_groups(path)):
-        if group and size + group_bytes > shard_bytes:
-            tasks.append(RowGroupTask(str(path), tuple(group), first_row, str(target), text_column, shard_bytes))
-            group, size, first_row = [], 0, rows
-        group.append(index)
-        size += group_bytes
-        rows += group_rows
-    if group:
-        tasks.append(RowGroupTask(str(path), tuple(group), first_row, str(target), text_column, shard_bytes))
+def row_group_tasks(files: list[Path], target: Path, text_column: str, shard_bytes: int) -> list[RowGroupTask]:
+    """Per file, one task per run of consecutive row groups of at most shard_bytes (uncompressed; a larger one alone)."""
+    tasks, rows = [], 0
+    for number, path in enumerate(files):
+        group, size, first_row = [], 0, rows
+
+        def close() -> None:
+            name = f"-{number:05d}-{group[0]:06d}"
+            tasks.append(RowGroupTask(str(path), tuple(group), first_row, str(target), text_column, shard_bytes, name))
+
+        for index, (group_rows, group_bytes) in enumerate(parquet_row_groups(path)):
+            if group and size + group_bytes > shard_bytes:
+                close()
+                group, size, first_row = [], 0, rows
+            group.append(index)
+            size += group_bytes
+            rows += group_rows
+        if group:
+            close()
     return tasks
 
 
-def convert_parquet(path: Path, folder: Path, text_column: str, shard_bytes: int, counts: dict, progress: Progress) -> None:
-    """Convert a local parquet file's row groups in parallel (stages.executor) into the dataset folder `folder`."""
+def convert_parquet(files: list[Path], folder: Path, text_column: str, shard_bytes: int, counts: dict, progress: Progress) -> None:
+    """Convert local parquet files' row groups in parallel (stages.executor) into the dataset folder `folder`."""
     folder.mkdir(parents=True)
-    tasks = row_group_tasks(path, folder.resolve(), text_column, shard_bytes)
+    tasks = row_group_tasks(files, folder.resolve(), text_column, shard_bytes)
     written = []
     for result in map_shards(convert_row_groups, tasks):
         for key, value in result["counts"].items():
@@ -191,17 +200,17 @@ def main() -> None:
     worker_count()  # a bad PIPELINE_WORKERS fails now
     shard_bytes = params["shard_mb"] << 20
     source = resolve_input("download", "dataset", params, builtins=[BUILTIN_CORPUS])
-    local_parquet = source.kind == "local" and Path(source.name).is_file() and Path(source.name).suffix.lower() == ".parquet"
+    parquet_files = local_parquet_files(source, params["split"])
     batches, version = load_batches(source, params["split"])
     counts = new_counts()
-    rows = sum(rows for rows, _ in parquet_row_groups(Path(source.name))) if local_parquet else None
+    rows = sum(rows for path in parquet_files for rows, _ in parquet_row_groups(path)) if parquet_files else None
     progress = Progress("download", total=rows)
 
     with replacing("data/raw") as output:
         # With a validation split, every document is written once, then divided.
         everything = output / "all" if params["validation_size"] else output
-        if local_parquet:
-            convert_parquet(Path(source.name), everything, params["text_column"], shard_bytes, counts, progress)
+        if parquet_files:
+            convert_parquet(parquet_files, everything, params["text_column"], shard_bytes, counts, progress)
         else:
             def counted(tables):
                 for table in tables:

@@ -99,6 +99,34 @@ def _datasets_batches(name: str, path: str, split: str, **options) -> Iterator[p
         raise UserError(f"cannot load dataset '{name}' (split '{split}'): {first_line(error)}") from None
 
 
+def local_parquet_files(source: Input, split: str) -> list[Path] | None:
+    """The parquet files a local source reads for `split`, in order, if that is all it reads; else None.
+
+    A .parquet file is itself; a folder laid out like a Hub dataset repository is
+    resolved by `datasets` (its README's configs, or the usual file-name patterns),
+    exactly as the streaming path would read it. These the download stage converts
+    in parallel, row groups at a time.
+    """
+    path = Path(source.name)
+    if source.kind != "local":
+        return None
+    if path.is_file():
+        return [path] if path.suffix.lower() == ".parquet" and split == "train" else None
+    import datasets
+
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    try:
+        with tempfile.TemporaryDirectory(prefix="lm-data-datasets-") as cache:
+            # A local folder resolves to a packaged builder (parquet, csv...): no code of its own runs.
+            builder = datasets.load_dataset_builder(str(path), cache_dir=cache)
+        files = [Path(file) for file in builder.config.data_files[split]]
+    except Exception:  # whatever it is, the streaming path reports it in one line
+        return None
+    if builder.name != "parquet" or not files or not all(file.suffix == ".parquet" and file.is_file() for file in files):
+        return None
+    return files
+
+
 def _local_batches(path: Path, split: str) -> Iterator[pa.Table]:
     if path.is_dir():
         return _datasets_batches(str(path), str(path), split)

@@ -125,9 +125,38 @@ def test_a_parquet_file_converts_in_parallel_into_the_same_shards(tmp_path, monk
         monkeypatch.setenv("PIPELINE_WORKERS", workers)
         counts.append(new_counts())
         folder = tmp_path / f"raw-{workers}"
-        convert_parquet(path, folder, "text", 64 << 10, counts[-1], Progress("download"))
+        convert_parquet([path], folder, "text", 64 << 10, counts[-1], Progress("download"))
         outputs.append({file.name: file.read_bytes() for file in folder.iterdir()})
     assert outputs[0] == outputs[1] and counts[0] == counts[1]
     assert len(shards(tmp_path / "raw-2", "download")) >= 4
     assert read_table(tmp_path / "raw-2", "download").column("text").to_pylist() == [d for d in documents if d]
     assert counts[0]["empty_documents_skipped"] == documents.count("")
+
+
+def test_a_hub_layout_folder_of_parquet_files_converts_in_parallel_like_the_stream(tmp_path):
+    """Two train files of several row groups: the stage's shards are the same for 1 and 2 workers, the texts the stream's."""
+    from tests.conftest import REPO, run
+    from tests.test_bad_input import write_params
+    from stages.storage import read_table
+
+    repo = write_imdb_like_repo(tmp_path / "imdb", ["placeholder"])
+    texts = [f"review {i} " * (i % 50) for i in range(4_000)]  # every 50th empty
+    for number, part in enumerate((texts[:2_500], texts[2_500:])):
+        pq.write_table(pa.table({"text": part, "label": [0] * len(part)}), repo / "plain_text" / f"train-0000{number}-of-00002.parquet", row_group_size=300)
+    (repo / "plain_text" / "train-00000-of-00001.parquet").unlink()
+    streamed = [text for batch in local_batches(repo) for text in text_of(batch, "text")[0].to_pylist()]
+    from stages.sources import local_parquet_files
+
+    files = local_parquet_files(Input("local", str(repo), "main"), "train")
+    assert [file.name for file in files] == ["train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]
+    assert local_parquet_files(Input("local", str(repo), "main"), "test")[0].name == "test-00000-of-00001.parquet"
+    outputs = []
+    for workers in ("1", "2"):
+        work = tmp_path / f"work-{workers}"
+        work.mkdir()
+        write_params(work, download__dataset="local", download__local_path=str(repo), download__shard_mb=1)
+        run(["python", "-m", "stages.download"], cwd=work, PYTHONPATH=str(REPO), PIPELINE_WORKERS=workers)
+        outputs.append({path.name: path.read_bytes() for path in (work / "data" / "raw").iterdir()})
+        assert json.loads((work / "metrics" / "download.json").read_text())["empty_documents_skipped"] == 80
+    assert outputs[0] == outputs[1]
+    assert read_table(tmp_path / "work-2" / "data" / "raw", "download").column("text").to_pylist() == streamed == [t for t in texts if t]
