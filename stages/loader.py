@@ -93,18 +93,25 @@ class Blocks(Dataset):
         if not self.position_ids:
             return {"input_ids": input_ids, "labels": input_ids.clone()}
         which, starts = self._document_starts(record_batch, indices - self.first_blocks[record_batch])
-        labels, marks = input_ids.clone(), np.zeros(rows.shape, dtype=np.int64)
-        marks[which, starts] = starts
+        labels, marks = rows.astype(np.int64), np.zeros(rows.shape, dtype=np.int64)
         labels[which, starts] = IGNORE_INDEX  # nothing predicts a document's first token from the one before
+        marks[which, starts] = starts
         # A token's position counts from the last document start at or before it (or the block's start).
-        position_ids = np.arange(self.block_size) - np.maximum.accumulate(marks, axis=1)
-        return {"input_ids": input_ids, "labels": labels, "position_ids": torch.from_numpy(position_ids)}
+        position_ids = self.columns - np.maximum.accumulate(marks, axis=1)
+        return {"input_ids": input_ids, "labels": torch.from_numpy(labels), "position_ids": torch.from_numpy(position_ids)}
 
     def _document_starts(self, record_batch: np.ndarray, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Where documents start in the chosen blocks (each a row of a record batch): (block in the batch, position) pairs."""
-        which, starts = [], []
         owners = self.owners[record_batch]
         at, value_starts = self.offset_starts[record_batch] + row, self.value_starts[record_batch]
+        if len(owners) and (owners == owners[0]).all():  # one shard: vectorised over the blocks
+            shard = self.shards[owners[0]]
+            low, high = shard.offsets[at].astype(np.int64), shard.offsets[at + 1].astype(np.int64)
+            counts = high - low
+            # Block i's starts are starts[value_starts[i] + low[i] :][: counts[i]]; one index array walks them all.
+            walk = np.repeat(value_starts + low - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())
+            return np.repeat(np.arange(len(row)), counts), shard.starts[walk].astype(np.int64)
+        which, starts = [], []
         for i, (owner, offset, first) in enumerate(zip(owners.tolist(), at.tolist(), value_starts.tolist())):
             shard = self.shards[owner]
             low, high = shard.offsets[offset : offset + 2].tolist()
