@@ -143,7 +143,7 @@ class RowGroupTask:
     first_row: int  # the corpus' row number of the first one, for error messages
     target: str
     text_column: str
-    shard_bytes: int
+    shard_bytes: int  # where its shards are cut: download.shard_mb, or an equal part of one larger row group
     name: str  # orders the shards it writes among all tasks'
 
 
@@ -163,8 +163,10 @@ def row_group_tasks(files: list[Path], target: Path, text_column: str, shard_byt
         group, size, first_row = [], 0, rows
 
         def close() -> None:
+            # A row group larger than a shard is cut into equal parts, not a full shard and a sliver.
+            cut = -(-size // -(-size // shard_bytes))
             name = f"-{number:05d}-{group[0]:06d}"
-            tasks.append(RowGroupTask(str(path), tuple(group), first_row, str(target), text_column, shard_bytes, name))
+            tasks.append(RowGroupTask(str(path), tuple(group), first_row, str(target), text_column, cut, name))
 
         for index, (group_rows, group_bytes) in enumerate(parquet_row_groups(path)):
             if group and size + group_bytes > shard_bytes:

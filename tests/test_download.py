@@ -131,6 +131,13 @@ def test_a_parquet_file_converts_in_parallel_into_the_same_shards(tmp_path, monk
     assert len(shards(tmp_path / "raw-2", "download")) >= 4
     assert read_table(tmp_path / "raw-2", "download").column("text").to_pylist() == [d for d in documents if d]
     assert counts[0]["empty_documents_skipped"] == documents.count("")
+    # The last row group (1,750 documents, ~6.9 shards of text) is cut in 7 equal parts, not 6 shards and a sliver.
+    from stages.download import row_group_tasks
+    from stages.sources import parquet_row_groups
+
+    last = row_group_tasks([path], tmp_path, "text", 64 << 10)[-1]
+    rows, size = parquet_row_groups(path)[-1]
+    assert last.row_groups == (4,) and 6 * (64 << 10) < size < 7 * (64 << 10) and last.shard_bytes == -(-size // 7)
 
 
 def test_a_hub_layout_folder_of_parquet_files_converts_in_parallel_like_the_stream(tmp_path):

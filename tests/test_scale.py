@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 import torch
 import yaml
 
@@ -16,10 +19,12 @@ from tests.conftest import ENV, clone_repo, run
 from tests.test_pipeline import files_of, metrics
 
 
-def small_shards(repo: Path) -> Path:
-    """1 MB shards: the 12 MB built-in corpus becomes 12 raw and 5 grouped shards."""
+def small_shards(repo: Path, corpus: Path | None = None) -> Path:
+    """1 MB shards: the 12 MB built-in corpus becomes 12 raw and 5 grouped shards. `corpus`: a local file instead."""
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["download"]["shard_mb"] = params["group"]["shard_mb"] = 1
+    if corpus:
+        params["download"]["dataset"], params["download"]["local_path"] = "local", str(corpus)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "commit", "-qam", "small shards"], cwd=repo)
     return repo
@@ -65,20 +70,28 @@ def dask_cluster(workdir: Path, pythonpath: Path, workers: int = 2):
             process.wait(timeout=30)
 
 
-def test_outputs_are_identical_for_any_worker_count_and_on_a_dask_cluster(tmp_path):
+@pytest.mark.parametrize("source", ["built-in", "parquet"])
+def test_outputs_are_identical_for_any_worker_count_and_on_a_dask_cluster(tmp_path, source):
+    """All three parallel stages; with parquet, download's row groups run on the executor too."""
+    corpus = None
+    if source == "parquet":  # the built-in documents in 17 row groups of 1,500 (~0.7 MB each)
+        from stages.sources import builtin_documents
+
+        corpus = tmp_path / "corpus.parquet"
+        pq.write_table(pa.table({"text": list(builtin_documents())}), corpus, row_group_size=1_500)
     runs = {}
     for name, env in [("1 process", {"PIPELINE_WORKERS": "1"}), ("2 processes", {"PIPELINE_WORKERS": "2"})]:
-        repo = small_shards(clone_repo(tmp_path / name.replace(" ", "-")))
+        repo = small_shards(clone_repo(tmp_path / name.replace(" ", "-")), corpus)
         run(["dvc", "repro"], cwd=repo, **env)
         runs[name] = repo
-    repo = small_shards(clone_repo(tmp_path / "dask"))
+    repo = small_shards(clone_repo(tmp_path / "dask"), corpus)
     with dask_cluster(tmp_path, pythonpath=repo) as address:
         run(["dvc", "repro"], cwd=repo, PIPELINE_DASK_SCHEDULER=address)
     runs["dask"] = repo
 
     reference = runs["1 process"]
-    assert len(shards(reference / "data/raw", "download")) == 12
-    assert len(shards(reference / "data/tokenized", "tokenize")) == 12
+    assert len(shards(reference / "data/raw", "download")) == (12 if source == "built-in" else 17)
+    assert len(shards(reference / "data/tokenized", "tokenize")) == (12 if source == "built-in" else 17)
     assert len(shards(reference / "data/grouped", "group")) == 5
     for name, repo in runs.items():
         assert files_of(repo) == files_of(reference), name
