@@ -144,7 +144,7 @@ class RowGroupTask:
     target: str
     text_column: str
     shard_bytes: int  # where its shards are cut: download.shard_mb, or an equal part of one larger row group
-    name: str  # orders the shards it writes among all tasks'
+    name: str  # orders the shards it writes among all tasks
 
 
 def convert_row_groups(task: RowGroupTask) -> dict:
@@ -163,8 +163,9 @@ def row_group_tasks(files: list[Path], target: Path, text_column: str, shard_byt
         group, size, first_row = [], 0, rows
 
         def close() -> None:
-            # A row group larger than a shard is cut into equal parts, not a full shard and a sliver.
-            cut = -(-size // -(-size // shard_bytes))
+            # A row group larger than a shard is cut into equal parts, not a full shard and a sliver;
+            # a run that fits is cut at shard_bytes (its footer size only estimates its text).
+            cut = shard_bytes if size <= shard_bytes else -(-size // -(-size // shard_bytes))
             name = f"-{number:05d}-{group[0]:06d}"
             tasks.append(RowGroupTask(str(path), tuple(group), first_row, str(target), text_column, cut, name))
 

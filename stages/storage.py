@@ -273,7 +273,8 @@ def map_blocks(shard: Shard) -> MappedBlocks:
     first_rows = np.cumsum([0] + [batch.num_rows for batch in batches])
     id_starts, offset_starts, value_starts = [], [], []
     has_starts = "document_starts" in schema.names
-    int32, starts_type = np.dtype(np.int32), np.dtype(str(schema.field("document_starts").type.value_type)) if has_starts else None
+    int32 = np.dtype(np.int32)
+    starts_type = np.dtype(str(schema.field("document_starts").type.value_type)) if has_starts else None
     for batch in batches:
         ids = batch.column(column).flatten()
         id_starts.append(start_of(ids.buffers()[1], dtype, ids.offset) if len(ids) else 0)
