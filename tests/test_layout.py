@@ -1,0 +1,83 @@
+"""The repository's shape: every module a stage imports is a dependency of that stage in dvc.yaml.
+
+A module that a stage runs but dvc.yaml forgets would not re-run the stage when it
+changes, and the committed outputs would silently stop matching the code.
+"""
+
+import ast
+import shlex
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import REPO
+
+
+def module_file(name: str) -> Path | None:
+    """The file of this repository that defines module `name`, or None for other packages."""
+    path = REPO.joinpath(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_modules(file: Path) -> set[str]:
+    """Every module `file` imports (at any depth of its code), as absolute names."""
+    package = ".".join(file.relative_to(REPO).with_suffix("").parts[:-1])
+    names = set()
+    for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(filter(None, [*parent, base]))
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def local_closure(module: str) -> set[Path]:
+    """The files of this repository that running `module` imports, transitively (packages' __init__ too)."""
+    seen: set[Path] = set()
+    pending = [module]
+    while pending:
+        name = pending.pop()
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
+            file = module_file(".".join(parts[:depth]))
+            if file is not None and file not in seen:
+                seen.add(file)
+                pending.extend(imported_modules(file))
+    return seen
+
+
+def stage_commands() -> dict[str, tuple[str, list[str]]]:
+    """Each stage's module (`python -m MODULE ...`) and its dependencies, from dvc.yaml."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    commands = {}
+    for name, stage in stages.items():
+        if "foreach" in stage or "matrix" in stage:
+            stage = stage["do"]
+        words = shlex.split(stage["cmd"])
+        assert words[:2] == ["python", "-m"], f"stage {name} is not run as `python -m MODULE`: {stage['cmd']}"
+        commands[name] = (words[2], [str(dep) for dep in stage.get("deps", [])])
+    return commands
+
+
+def test_every_stage_depends_on_every_module_it_imports():
+    missing = {}
+    for stage, (module, deps) in stage_commands().items():
+        covered = [REPO / dep.rstrip("/") for dep in deps if "${" not in dep]
+        for file in local_closure(module):
+            if not any(file == dep or dep in file.parents for dep in covered):
+                missing.setdefault(stage, []).append(str(file.relative_to(REPO)))
+    assert missing == {}, f"dvc.yaml deps miss modules their stage imports: {missing}"
+
+
+def test_the_closure_follows_imports_inside_functions(tmp_path):
+    # The check must see lazy imports (a stage imports heavy modules inside functions).
+    closure = {str(file.relative_to(REPO)) for file in local_closure(stage_commands()["tokenize"][0])}
+    assert len(closure) >= 5, closure
