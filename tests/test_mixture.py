@@ -1,0 +1,160 @@
+"""The mixture: plan arithmetic, the per-batch schedule, passes, resume and weight changes."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from causal_lm_data.mixture import MixtureBatches, Plan, Schedule, apportion, floor_sum, plan_mixture
+from stages.errors import UserError
+
+
+def test_floor_sum_equals_the_sum():
+    for n in range(1, 30):
+        for m in range(1, 12):
+            for a in range(0, 25, 3):
+                for b in range(0, 25, 4):
+                    assert floor_sum(n, m, a, b) == sum((a * x + b) // m for x in range(n))
+
+
+@given(st.integers(0, 10_000), st.lists(st.floats(0, 1e6, allow_nan=False), min_size=1, max_size=30))
+def test_apportion_adds_up_and_stays_within_one_of_the_quota(total, weights):
+    if sum(weights) == 0:
+        weights = [*weights[:-1], 1.0]
+    shares = apportion(total, weights)
+    assert sum(shares) == total
+    whole = sum(weights)
+    for share, weight in zip(shares, weights):
+        assert abs(share - total * weight / whole) < 1
+
+
+def test_apportion_is_largest_remainder_with_ties_to_the_first():
+    assert apportion(10, [1, 1, 1]) == [4, 3, 3]
+    assert apportion(7, [0.5, 0.25, 0.25]) == [3, 2, 2]  # 3.5, 1.75, 1.75: the two remainders of .75 win
+    assert apportion(5, [1, 1]) == [3, 2]  # a tie goes to the first
+    assert apportion(0, [1, 2]) == [0, 0]
+
+
+def test_plan_means_shares_of_an_epoch_as_large_as_all_sources():
+    plan, left_out = plan_mixture({"web": 600, "code": 300, "books": 100}, {"web": 1, "code": 1, "books": 0}, max_repetition=4)
+    assert plan.names == ("web", "code") and left_out == ["books"]
+    assert plan.quotas == (450, 450) and plan.epoch_blocks == 900
+    assert plan.passes() == [0.75, 1.5]
+
+
+@pytest.mark.parametrize(
+    "blocks, weights, message",
+    [
+        ({"a": 10}, {"a": 1, "b": 1}, "names b, which no corpus defines"),
+        ({"a": 10, "b": 10}, {"a": 1}, "corpora b have no weight"),
+        ({"a": 10, "b": 0}, {"a": 1, "b": 1}, "corpus 'b' has no blocks"),
+        ({"a": 10, "b": 10}, {"a": 0, "b": 0}, "every mixture weight is 0"),
+        ({"a": 10, "b": 10}, {"a": -1, "b": 1}, "must be a number >= 0"),
+        ({"a": 1000, "b": 10}, {"a": 1, "b": 1}, "corpus 'b' has 10 blocks, and its weight asks for 505"),
+    ],
+)
+def test_bad_recipes_are_one_line_errors(blocks, weights, message):
+    with pytest.raises(UserError, match=message) as error:
+        plan_mixture(blocks, weights, max_repetition=4)
+    assert "\n" not in str(error.value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 400), min_size=1, max_size=6), st.integers(1, 16), st.integers(1, 60), st.data())
+def test_every_batch_holds_each_quota_within_one_block_and_epochs_are_exact(weights, batch, batches, data):
+    quotas = apportion(batches * batch, weights)
+    schedule = Schedule(quotas, batch)
+    counts = schedule.counts(0, batches)
+    assert (counts.sum(axis=1) == batch).all()
+    assert (counts.sum(axis=0) == quotas).all()
+    assert (np.abs(counts - np.array(quotas) / batches) < 1).all()
+    before = data.draw(st.integers(0, batches))
+    assert (schedule.drawn_before(before) == counts[:before].sum(axis=0)).all()
+
+
+def served(sampler, epochs=1):
+    batches = []
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        batches += [batch.copy() for batch in sampler]
+    return batches
+
+
+def test_each_pass_over_a_source_serves_every_block_once_in_a_new_order():
+    plan = Plan(("small", "large"), (30, 500), (90, 410))  # small: 3 passes per epoch
+    sampler = MixtureBatches(plan, batch_size=10, seed=7)
+    blocks = np.concatenate(served(sampler))
+    small = blocks[blocks < 30]
+    assert len(small) == 90
+    passes = small.reshape(3, 30)
+    assert all(sorted(p) == list(range(30)) for p in passes)
+    assert len({tuple(p) for p in passes}) == 3  # reshuffled on each pass
+    large = blocks[blocks >= 30] - 30
+    assert len(large) == 410 and len(set(large.tolist())) == 410  # 410 of 500: the pass goes on next epoch
+    sampler.set_epoch(1)
+    following = np.concatenate(list(sampler))
+    rest = following[following >= 30] - 30
+    assert set(rest[:90].tolist()) == set(range(500)) - set(large.tolist())
+
+
+def test_ranks_split_each_global_batch_and_together_cover_it():
+    plan = Plan(("a", "b", "c"), (200, 100, 50), (170, 120, 60))
+    whole = served(MixtureBatches(plan, batch_size=14, seed=3), 2)
+    ranks = [served(MixtureBatches(plan, batch_size=7, seed=3, rank=r, world_size=2), 2) for r in range(2)]
+    for together, first, second in zip(whole, *ranks):
+        assert sorted(together.tolist()) == sorted(first.tolist() + second.tolist())
+        for share in (first, second):
+            counts = Counter(np.searchsorted([200, 300], share, side="right").tolist())
+            for source, quota in enumerate((170, 120, 60)):
+                assert abs(counts[source] - 7 * quota / 350) < 2
+
+
+def state_after(sampler, epoch, batches):
+    return sampler.state(epoch, batches)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 60), st.integers(0, 2))
+def test_resume_at_any_batch_continues_exactly(stop, epoch):
+    plan = Plan(("a", "b"), (97, 31), (100, 60))
+    reference = served(MixtureBatches(plan, batch_size=4, seed=1), 4)
+    per_epoch = len(MixtureBatches(plan, batch_size=4, seed=1))
+    stop = min(stop, per_epoch)
+    resumed = MixtureBatches(plan, batch_size=4, seed=1)
+    resumed.load_state(MixtureBatches(plan, batch_size=4, seed=1).state(epoch, stop))
+    resumed_epoch = resumed.epoch
+    rest = [b.copy() for b in resumed]
+    start = resumed_epoch * per_epoch + (0 if stop == per_epoch else stop)
+    assert [b.tolist() for b in rest] == [b.tolist() for b in reference[start : (resumed_epoch + 1) * per_epoch]]
+
+
+def test_a_weight_change_continues_each_pass_without_repeating_or_skipping():
+    before = Plan(("a", "b"), (40, 40), (60, 20))
+    after = Plan(("a", "b"), (40, 40), (20, 60))
+    sampler = MixtureBatches(before, batch_size=8, seed=5)
+    first = [b.copy() for b, _ in zip(sampler, range(4))]  # 4 batches, then a checkpoint
+    changed = MixtureBatches(after, batch_size=8, seed=5)
+    changed.load_state(sampler.state(0, 4))
+    second = [b.copy() for b in changed]
+    stream = np.concatenate(first + second)
+    for source, (low, high) in enumerate(((0, 40), (40, 80))):
+        taken = stream[(stream >= low) & (stream < high)]
+        whole_passes = len(taken) // 40
+        for p in range(whole_passes):
+            assert sorted(taken[p * 40 : (p + 1) * 40].tolist()) == list(range(low, high)), (source, p)
+        tail = taken[whole_passes * 40 :]
+        assert len(set(tail.tolist())) == len(tail)
+
+
+def test_states_that_cannot_be_served_are_refused_in_one_line():
+    plan = Plan(("a",), (40,), (40,))
+    sampler = MixtureBatches(plan, batch_size=8)
+    good = sampler.state(0, 2)
+    for bad in ({**good, "batches": -3}, {**good, "batches": 6}, {**good, "epoch": 1.5}, {k: v for k, v in good.items() if k != "seed"}):
+        with pytest.raises(ValueError) as error:
+            MixtureBatches(plan, batch_size=8).load_state(bad)
+        assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="corpus 'a' had 40 blocks, now 48"):
+        MixtureBatches(Plan(("a",), (48,), (48,)), batch_size=8).load_state(good)
