@@ -18,14 +18,18 @@ skipped because the weights changed.
 """
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+from torch.utils.data import DistributedSampler
 
-from stages.errors import UserError
+from stages.errors import UserError, first_line
+from stages.loader import BlockLoader, batch_as_is
 
 GOLDEN = (math.sqrt(5) - 1) / 2  # 0.618...: the stride that spreads a source's extra blocks most evenly
 
@@ -201,7 +205,7 @@ def pass_order(size: int, key: Sequence[int], passes: int):
     return order
 
 
-class MixtureBatches:
+class MixtureBatches(DistributedSampler):
     """Batches of block indices of a mixture, for one rank: a global batch's share, by source.
 
     Indices number the sources' blocks one after the other (source i's block j is
@@ -223,6 +227,8 @@ class MixtureBatches:
     def __init__(self, plan: Plan, batch_size: int, shuffle: bool = True, seed: int = 42, rank: int = 0, world_size: int = 1):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        # A DistributedSampler, so that trainers (Lightning) keep it and call set_epoch instead of re-sharding.
+        super().__init__(range(plan.epoch_blocks), world_size, rank, shuffle, seed)
         self.plan, self.batch_size, self.shuffle, self.seed = plan, batch_size, shuffle, seed
         self.rank, self.world_size = rank, world_size
         self.global_batch = batch_size * world_size
@@ -417,3 +423,48 @@ class MixedBlocks:
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["folders"], position_ids=state["position_ids"], return_source=state["return_source"])
+
+
+class MixtureLoader(BlockLoader):
+    """A BlockLoader over a mixture: its state holds each source's stream position, so weights may change on resume."""
+
+    def state_dict(self) -> dict:
+        position = self._position or {"epoch": self.sampler.epoch, "batches": self.sampler.start_batch}
+        return self.sampler.state(position["epoch"], position["batches"])
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state(state)
+        self._position = {"epoch": self.sampler.epoch, "batches": self.sampler.start_batch}
+
+
+def read_plan(path) -> tuple[Plan, list[Path]]:
+    """The plan a mix stage wrote (JSON), and its sources' grouped folders (relative to the plan's folder)."""
+    path = Path(path)
+    try:
+        recipe = json.loads(path.read_text(encoding="utf-8"))
+        sources = recipe["sources"]
+        plan = Plan(
+            tuple(str(s["name"]) for s in sources), tuple(int(s["blocks"]) for s in sources),
+            tuple(int(s["blocks_per_epoch"]) for s in sources),
+        )
+        folders = [path.parent / s["folder"] for s in sources]
+    except FileNotFoundError:
+        raise UserError(f"no mixture plan at {path}; build it with the mix stage") from None
+    except (OSError, ValueError, LookupError, TypeError) as error:
+        raise UserError(f"{path} is not a mixture plan ({first_line(error)}); rebuild it with the mix stage") from None
+    return plan, folders
+
+
+def mixture_loader(
+    plan_path, batch_size: int = 8, seed: int = 42, rank: int = 0, world_size: int = 1, shuffle: bool = True,
+    position_ids: bool = False, return_source: bool = False, verify: bool = False, **dataloader_kwargs,
+) -> MixtureLoader:
+    """A DataLoader over the mixture that the plan at `plan_path` describes (see MixtureBatches)."""
+    plan, folders = read_plan(plan_path)
+    blocks = MixedBlocks(folders, verify=verify, position_ids=position_ids, return_source=return_source)
+    found = [len(source) for source in blocks.sources]
+    if tuple(found) != plan.blocks:
+        raise UserError(f"{plan_path} was planned for {list(plan.blocks)} blocks, the folders hold {found}; rebuild the plan")
+    batches = MixtureBatches(plan, batch_size, shuffle, seed, rank, world_size)
+    dataloader_kwargs.setdefault("collate_fn", batch_as_is)
+    return MixtureLoader(blocks, sampler=batches, batch_size=None, **dataloader_kwargs)

@@ -158,3 +158,64 @@ def test_states_that_cannot_be_served_are_refused_in_one_line():
         assert "\n" not in str(error.value)
     with pytest.raises(ValueError, match="corpus 'a' had 40 blocks, now 48"):
         MixtureBatches(Plan(("a",), (48,), (48,)), batch_size=8).load_state(good)
+
+
+@pytest.fixture(scope="module")
+def three_corpora(tmp_path_factory):
+    """Three grouped folders of 16-token blocks (61, 23 and 7 blocks) and a plan over them, as the mix stage writes."""
+    import json
+
+    from stages.group import group_split
+    from tests.test_group import write_tokenized
+
+    root = tmp_path_factory.mktemp("mixture")
+    rng = np.random.default_rng(0)
+    sources = []
+    for number, (name, documents) in enumerate((("web", 100), ("code", 40), ("books", 12))):
+        texts = [(rng.integers(0, 1000, size=rng.integers(1, 21)) + 1000 * number).tolist() for _ in range(documents)]
+        write_tokenized(root / name / "tokenized", texts, [documents], batch_rows=7)
+        counts = group_split(root / name / "tokenized", root / name / "grouped", 16)
+        sources.append({"name": name, "folder": f"{name}/grouped", "blocks": counts["blocks"]})
+    plan, _ = plan_mixture({s["name"]: s["blocks"] for s in sources}, {"web": 2, "code": 1, "books": 1}, max_repetition=10)
+    for source, quota in zip(sources, plan.quotas):
+        source["blocks_per_epoch"] = quota
+    (root / "mix.json").write_text(json.dumps({"sources": sources}))
+    return root
+
+
+def test_the_loader_serves_the_planned_shares_with_their_sources(three_corpora):
+    from causal_lm_data.mixture import mixture_loader, read_plan
+
+    plan, _ = read_plan(three_corpora / "mix.json")
+    loader = mixture_loader(three_corpora / "mix.json", batch_size=6, return_source=True, seed=3)
+    batches = list(loader)
+    assert len(batches) == len(loader) == plan.epoch_blocks // 6
+    for batch in batches:
+        assert batch["input_ids"].shape == (6, 16) and batch["source"].shape == (6,)
+        # Each block comes from the corpus `source` says (ids of corpus k lie in [1000k, 1000k + 1000)).
+        assert ((batch["input_ids"] // 1000) == batch["source"][:, None]).all()
+        counts = np.bincount(batch["source"].numpy(), minlength=3)
+        assert (np.abs(counts - 6 * np.array(plan.quotas) / plan.epoch_blocks) < 1 + 1e-9).all()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_mixture_loader_resumes_exactly_with_workers(three_corpora, workers):
+    from causal_lm_data.mixture import mixture_loader
+
+    options = {"batch_size": 4, "seed": 9, "num_workers": workers}
+    if workers:
+        options["multiprocessing_context"] = "spawn"
+    reference = mixture_loader(three_corpora / "mix.json", **options)
+    expected = [b["input_ids"].tolist() for _ in range(2) for b in reference]
+    loader = mixture_loader(three_corpora / "mix.json", **options)
+    seen = []
+    for batch in loader:
+        seen.append(batch["input_ids"].tolist())
+        if len(seen) == 5:
+            break
+    state = loader.state_dict()
+    resumed = mixture_loader(three_corpora / "mix.json", **options)
+    resumed.load_state_dict(state)
+    while len(seen) < len(expected):
+        seen += [b["input_ids"].tolist() for b in resumed]
+    assert seen == expected
