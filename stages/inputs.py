@@ -71,12 +71,15 @@ def resolve_input(section: str, key: str, params: dict, builtins) -> Input:
     return Input("hub", value, revision)
 
 
-def hub_commit(repo_id: str, revision: str, repo_type: str) -> str:
-    """The commit `revision` (branch, tag or commit) of a Hub repository names today."""
+def hub_commit(repo_id: str, revision: str, repo_type: str, detail: str = "") -> str:
+    """The commit `revision` (branch, tag or commit) of a Hub repository names today.
+
+    `detail` (such as " (config 'x')") follows the id in the error message.
+    """
     from huggingface_hub import HfApi
 
     try:
         info = HfApi().repo_info(repo_id, revision=revision, repo_type=repo_type)
     except Exception as error:  # offline, unknown repo or revision: many error types
-        raise UserError(f"cannot resolve Hub {repo_type} '{repo_id}' at revision '{revision}': {first_line(error)}") from None
+        raise UserError(f"cannot resolve Hub {repo_type} '{repo_id}'{detail} at revision '{revision}': {first_line(error)}") from None
     return info.sha

