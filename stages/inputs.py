@@ -112,5 +112,7 @@ def hub_commit(repo_id: str, revision: str, repo_type: str, detail: str = "") ->
     try:
         info = HfApi().repo_info(repo_id, revision=revision, repo_type=repo_type)
     except Exception as error:  # offline, unknown repo or revision: many error types
-        raise UserError(f"cannot resolve Hub {repo_type} '{repo_id}'{detail} at revision '{revision}': {first_line(error)}") from None
+        raise UserError(
+            f"cannot resolve Hub {repo_type} '{repo_id}'{detail} at revision '{revision}': {first_line(error)}"
+        ) from None
     return info.sha

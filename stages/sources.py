@@ -144,8 +144,8 @@ def local_parquet_files(source: Input, split: str, **options) -> list[Path] | No
 
     A .parquet file is itself; a folder laid out like a Hub dataset repository is
     resolved by `datasets` (its README's configs, or the usual file-name patterns)
-    with the same `options` (config, data_dir), exactly as the streaming path reads it. These the download stage converts
-    in parallel, row groups at a time.
+    with the same `options` (config, data_dir), exactly as the streaming path reads
+    it. These the download stage converts in parallel, row groups at a time.
     """
     path = Path(source.name)
     if source.kind != "local":
@@ -167,9 +167,10 @@ def local_parquet_files(source: Input, split: str, **options) -> list[Path] | No
     return files
 
 
-def _local_batches(path: Path, split: str, options: dict) -> Iterator[pa.Table]:
+def _local_batches(path: Path, split: str, chosen: dict) -> Iterator[pa.Table]:
+    """A local file, or a folder laid out like a Hub repository read with `chosen` (config, data_dir)."""
     if path.is_dir():
-        return _datasets_batches(str(path), str(path), split, **options)
+        return _datasets_batches(str(path), str(path), split, **chosen)
     if split != "train":
         raise UserError(f"{path} is a single split, 'train'; set download.split to train")
     if path.stat().st_size == 0:
@@ -214,7 +215,8 @@ def _fingerprint(fs, path: str, url: str) -> tuple:
     except Exception as error:  # credentials, network, endpoint: each filesystem raises its own types
         raise UserError(f"cannot read {url} (download.local_path): {first_line(error)}") from None
     if meta.isdir:
-        raise UserError(f"{url} is a folder; set download.local_path to one file in it (.parquet, {', '.join(LOCAL_FILE_BUILDERS)})")
+        endings = ", ".join([".parquet", *LOCAL_FILE_BUILDERS])
+        raise UserError(f"{url} is a folder; set download.local_path to one file in it ({endings})")
     return meta.etag or meta.checksum, meta.size
 
 

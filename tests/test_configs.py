@@ -72,7 +72,7 @@ def write_fineweb_like_repo(root):
         "- config_name: CC-MAIN-2024-10\n  data_files:\n  - split: train\n    path: data/CC-MAIN-2024-10/*\n"
         "---\n"
     )
-    (root).mkdir(parents=True)
+    root.mkdir(parents=True)
     (root / "README.md").write_text(readme)
     paragraphs = builtin_documents()
     files = {}

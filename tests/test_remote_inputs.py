@@ -103,6 +103,14 @@ def test_remote_mistakes_are_one_line(repo_clone, s3):
         result = run(["python", "-m", "stages.download"], cwd=repo_clone, check=False, **CREDENTIALS)
         assert result.returncode == 1 and result.stderr.startswith(message), result.stderr
         assert len(result.stderr.splitlines()) == 1
+    # Through DVC, which checks the dependency before the stage runs: its own one-line errors.
+    for url, message in {
+        "remote://corpora/missing.parquet": "ERROR: failed to reproduce 'download': dependency 'remote://corpora/missing.parquet' does not exist\n",
+        "remote://typo/corpus.parquet": "ERROR: configuration error - config file error: remote 'typo' doesn't exist\n",
+    }.items():
+        set_download_params(repo_clone, dataset="local", local_path=url)
+        result = run(["dvc", "repro", "download"], cwd=repo_clone, check=False, **CREDENTIALS)
+        assert result.returncode != 0 and result.stderr == message
     no_credentials = stage_error(repo_clone, local_path=f"remote://corpora/{KEY}")
     assert no_credentials == f"error: cannot read remote://corpora/{KEY} (download.local_path): Unable to locate credentials\n"
     assert not (repo_clone / "data/raw").exists()
