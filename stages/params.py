@@ -12,12 +12,17 @@ PARAMS_FILE = Path("params.yaml")
 MAX_TOKENS = 1 << 20
 MAX_BATCH = 1 << 16
 
+# Keys whose empty value (null or '') means "not chosen": the dataset's default.
+MAY_BE_EMPTY = {"download.config", "download.data_dir"}
+
 # section -> key -> (type or types, smallest allowed value or None, largest or None)
 SCHEMA = {
     "download": {
         "dataset": (str, None, None),
         "local_path": (str, None, None),
         "revision": (str, None, None),
+        "config": ((str, type(None)), None, None),
+        "data_dir": ((str, type(None)), None, None),
         "split": (str, None, None),
         "text_column": (str, None, None),
         "validation_size": ((int, float), 0, None),
@@ -60,9 +65,9 @@ def validate(params: dict) -> dict:
             types = expected if isinstance(expected, tuple) else (expected,)
             # bool is a subclass of int in Python: `block_size: true` must not pass as 1.
             if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-                type_names = " or ".join(t.__name__ for t in types)
+                type_names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
                 raise UserError(f"'{name}' must be {type_names}, got {value!r} ({type(value).__name__})")
-            if isinstance(value, str) and not value.strip():
+            if isinstance(value, str) and not value.strip() and name not in MAY_BE_EMPTY:
                 raise UserError(f"'{name}' must not be empty")
             if minimum is not None and not value >= minimum:  # NaN too
                 raise UserError(f"'{name}' must be >= {minimum}, got {value}")
