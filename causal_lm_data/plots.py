@@ -32,7 +32,9 @@ def dvc_plots_json(revisions: list[str]) -> dict:
     try:
         return json.loads(result.stdout)
     except ValueError as error:
-        raise UserError(f"dvc plots {command[0]} --json printed no JSON ({first_line(error)}); is this a DVC repository?") from None
+        raise UserError(
+            f"dvc plots {command[0]} --json printed no JSON ({first_line(error)}); is this a DVC repository?"
+        ) from None
 
 
 def file_name(plot_id: str, number: int, count: int, suffix: str) -> str:
@@ -59,7 +61,9 @@ def images(plots: dict, image_format: str) -> dict[str, bytes]:
         for number, renderer in enumerate(renderers, start=1):
             if renderer.get("type") != "vega":
                 # An image plot (a PNG a stage wrote) is a file already: dvc plots show lists it.
-                print(f"plots: {printable(plot_id)} is a {printable(str(renderer.get('type')))} plot, not rendered", file=sys.stderr)
+                print(
+                    f"plots: {printable(plot_id)} is a {printable(str(renderer.get('type')))} plot, not rendered", file=sys.stderr
+                )
                 continue
             rendered[file_name(plot_id, number, len(renderers), image_format)] = render(renderer["content"], image_format)
     return rendered

@@ -58,9 +58,11 @@ def test_a_block_spanning_documents_shows_each_boundary_at_its_token_and_ids_mat
     assert [token for _, _, piece in found for token in piece] == ids[block].tolist()
     bounds = [0, *starts[block], 128]
     tokenizer = load_tokenizer("distilgpt2")
-    for (_, text, piece), first, end in zip(found, bounds, bounds[1:]):
+    for (_, text, piece), first, end in zip(found, bounds[:-1], bounds[1:], strict=True):
         assert piece == ids[block][first:end].tolist()
-        assert "\n".join(text) == tokenizer.decode(piece, clean_up_tokenization_spaces=False)  # SOTU paragraphs hold no control characters
+        assert "\n".join(text) == tokenizer.decode(
+            piece, clean_up_tokenization_spaces=False
+        )  # SOTU paragraphs hold no control characters
 
 
 def test_first_and_random_choose_blocks_and_the_same_seed_chooses_the_same(built_repo):
@@ -107,14 +109,16 @@ def assert_inert(output: str) -> None:
 
 @pytest.mark.parametrize("folder", ["data/grouped", "data/tokenized", "data/raw"])
 def test_control_characters_and_marker_text_in_documents_come_out_escaped(evil_repo, folder):
-    outputs = [run([*SHOW, folder, "--split", split, "--first", "100"], cwd=evil_repo).stdout for split in ("train", "validation")]
+    outputs = [
+        run([*SHOW, folder, "--split", split, "--first", "100"], cwd=evil_repo).stdout for split in ("train", "validation")
+    ]
     both = "".join(outputs)
     assert_inert(both)
     assert "\\x1b]0;pwned\\x07" in both and "\\u202eexcept this\\u202c" in both and "Carriage\\rreturn" in both
     # The document's newlines are line breaks; its copy of the marker is escaped on a line of its own.
     assert f"{TEXT}A fake boundary:\n{TEXT}\\u27e6document starts at token 3\u27e7\n{TEXT}followed by more" in both
     if folder == "data/grouped":  # every real boundary is marked, and only those
-        for split, output in zip(("train", "validation"), outputs):
+        for split, output in zip(("train", "validation"), outputs, strict=True):
             _, starts = blocks_of(evil_repo / folder / split)
             assert output.count(f"{MARK}document starts at token") == sum(map(len, starts))
 
@@ -134,7 +138,10 @@ def test_validation_split_is_its_own_rows(evil_repo):
         (["data/nowhere"], "error: data/nowhere is not a folder; give a data folder such as data/grouped"),
         (["--split", "validation"], "error: data/grouped has no 'validation' split; hold one out with download.validation_size"),
         (["--block", "18111"], "error: block 18111 is out of range: data/grouped has 18,111 (0 to 18,110)"),
-        (["data/raw", "--ids"], "error: data/raw holds text, not token ids: --ids and --tokens need data/tokenized or data/grouped"),
+        (
+            ["data/raw", "--ids"],
+            "error: data/raw holds text, not token ids: --ids and --tokens need data/tokenized or data/grouped",
+        ),
         (["metrics"], "error: metrics is not a dataset folder (no state.json)"),
         (["--tokenizer", "no-such/tokenizer"], "error: unknown tokenizer 'no-such/tokenizer'"),
     ],
@@ -149,7 +156,9 @@ def test_data_of_another_tokenizer_is_refused_not_decoded_into_garbage(built_rep
     folder = mistral_v01(tmp_path / "mistral")  # 32,000 tokens; GPT-2's ids go up to 50,256
     result = run([*SHOW, "--tokenizer", str(folder)], cwd=built_repo, check=False)
     assert result.returncode == 1 and result.stdout == ""
-    assert re.fullmatch(r"error: token id [\d,]+ is beyond tokenizer .*'s 32,000 tokens: .* give it with --tokenizer\n", result.stderr)
+    assert re.fullmatch(
+        r"error: token id [\d,]+ is beyond tokenizer .*'s 32,000 tokens: .* give it with --tokenizer\n", result.stderr
+    )
 
 
 def test_the_read_side_imports_no_transformers(built_repo):
