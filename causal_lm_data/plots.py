@@ -43,7 +43,7 @@ def file_name(plot_id: str, number: int, count: int, suffix: str) -> str:
     return f"{name}{f'-{number}' if count > 1 else ''}.{suffix}"
 
 
-def render(spec: dict, image_format: str) -> bytes:
+def render(plot_id: str, spec: dict, image_format: str) -> bytes:
     import vl_convert
 
     try:
@@ -51,7 +51,9 @@ def render(spec: dict, image_format: str) -> bytes:
             return vl_convert.vegalite_to_svg(spec, allowed_base_urls=[]).encode()
         return vl_convert.vegalite_to_png(spec, scale=PNG_SCALE, allowed_base_urls=[])
     except ValueError as error:
-        raise UserError(f"vl-convert could not render a plot: {first_line(error)}") from None
+        # "Vega-Lite to PNG conversion failed:", then the JavaScript error, then its stack ("at ...")
+        lines = [line.strip() for line in str(error).splitlines() if line.strip() and not line.strip().startswith("at ")]
+        raise UserError(f"vl-convert could not render plot {plot_id}: {' '.join(lines[:2])}") from None
 
 
 def images(plots: dict, image_format: str) -> dict[str, bytes]:
@@ -65,7 +67,9 @@ def images(plots: dict, image_format: str) -> dict[str, bytes]:
                     f"plots: {printable(plot_id)} is a {printable(str(renderer.get('type')))} plot, not rendered", file=sys.stderr
                 )
                 continue
-            rendered[file_name(plot_id, number, len(renderers), image_format)] = render(renderer["content"], image_format)
+            rendered[file_name(plot_id, number, len(renderers), image_format)] = render(
+                plot_id, renderer["content"], image_format
+            )
     return rendered
 
 
@@ -88,11 +92,12 @@ def render_plots(revisions: list[str], out="dvc_plots", image_format: str = "png
     """
     plots = dvc_plots_json(list(revisions))
     for error in plots.get("errors", []):
-        where = " at ".join(printable(str(error[key])) for key in ("name", "rev") if error.get(key))
-        print(f"plots: dvc could not read {where or 'a plot'}: {printable(str(error.get('type', 'error')))}", file=sys.stderr)
+        what = " of ".join(printable(str(error[key])) for key in ("source", "name") if error.get(key)) or "a plot"
+        at = printable(str(error.get("rev", "workspace")))
+        print(f"plots: dvc could not read {what} at {at}: {printable(str(error.get('type', 'error')))}", file=sys.stderr)
     rendered = images(plots, image_format)
     if not rendered:
-        raise UserError("dvc found no plots to render; run the pipeline first (dvc repro), or check dvc.yaml's plots")
+        raise UserError("dvc found no plots here; run this in a DVC repository whose pipeline has run (dvc repro)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name, data in rendered.items():
