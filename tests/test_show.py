@@ -175,3 +175,18 @@ def test_the_console_script_is_declared():
     from causal_lm_data.cli import parser
 
     assert parser().parse_args(["show", "data/grouped", "--first", "2"]).first == 2
+
+
+def test_the_default_tokenizer_is_the_one_params_yaml_names_in_the_folders_repository(repo, tmp_path):
+    """From any directory: params.yaml is found above the folder, and `local` reads local_path beside it."""
+    mistral_v01(repo / "inputs" / "mistral")
+    params = (
+        (repo / "params.yaml")
+        .read_text()
+        .replace("  tokenizer: distilgpt2\n  local_path: inputs\n", "  tokenizer: local\n  local_path: inputs/mistral\n")
+    )
+    (repo / "params.yaml").write_text(params)
+    elsewhere = run([*SHOW, str(repo / "data" / "grouped")], cwd=tmp_path, check=False, PYTHONPATH=str(REPO))
+    assert elsewhere.returncode == 1 and "'s 32,000 tokens: the data was built with another tokenizer" in elsewhere.stderr
+    assert f"beyond tokenizer {repo}/inputs/mistral's" in elsewhere.stderr
+    assert run([*SHOW, str(repo / "data" / "grouped"), "--tokenizer", "gpt2"], cwd=tmp_path, PYTHONPATH=str(REPO)).stdout
