@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from stages.errors import UserError, first_line, printable
 from stages.outputs import split_folder
-from stages.storage import Shard, shards
+from stages.storage import Shard, as_numpy, shards
 
 MARK = "\u27e6"  # ⟦ starts every line this command writes about the data (headers, boundaries)
 MARK_END = "\u27e7"  # ⟧
@@ -90,18 +90,21 @@ class Folder:
             )
         return table
 
-    def row(self, index: int) -> Row:
+    def check_index(self, index: int) -> None:
         if not 0 <= index < len(self):
             unit = "block" if self.kind == "blocks" else "document"
             raise UserError(f"{unit} {index} is out of range: {self.path} has {len(self):,} (0 to {len(self) - 1:,})")
+
+    def row(self, index: int) -> Row:
+        self.check_index(index)
         shard_index = int(np.searchsorted(self.first_rows, index, side="right")) - 1
         record = self._table(shard_index).slice(index - int(self.first_rows[shard_index]), 1)
         if self.kind == "text":
             return Row(index, None, record.column("text")[0].as_py(), None)
-        ids = np.asarray(record.column("input_ids")[0].values.to_numpy(zero_copy_only=False), dtype=np.int64)
+        ids = as_numpy(record.column("input_ids")[0].values).astype(np.int64)
         starts = None
         if "document_starts" in record.column_names:
-            starts = np.asarray(record.column("document_starts")[0].values.to_numpy(zero_copy_only=False), dtype=np.int64)
+            starts = as_numpy(record.column("document_starts")[0].values).astype(np.int64)
         return Row(index, ids, None, starts)
 
 
@@ -236,5 +239,5 @@ def show(folder, split=None, first=3, blocks=None, random=None, seed=0, tokenize
         decoder = Decoder(tokenizer) if tokenizer else Decoder(*default_tokenizer(folder))
     rows = choose_rows(len(data), first, blocks, random, seed)
     for index in rows:
-        data.row(index)  # an index out of range fails before anything is printed
+        data.check_index(index)  # an index out of range fails before anything is printed
     return (render(data, data.row(index), decoder, ids, tokens) for index in rows)

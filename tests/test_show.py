@@ -164,7 +164,7 @@ def test_data_of_another_tokenizer_is_refused_not_decoded_into_garbage(built_rep
 def test_the_read_side_imports_no_transformers(built_repo):
     code = (
         "import sys; from causal_lm_data.show import show; list(show('data/raw', first=2)); "
-        "import causal_lm_data.cli; print(sorted(m for m in ('transformers', 'torch') if m in sys.modules))"
+        "import causal_lm_data.cli; print(sorted(m for m in ('transformers', 'torch', 'pandas') if m in sys.modules))"
     )
     assert run([sys.executable, "-c", code], cwd=built_repo).stdout == "[]\n"
 
