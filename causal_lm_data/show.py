@@ -237,6 +237,8 @@ def show(folder, split=None, first=3, blocks=None, random=None, seed=0, tokenize
     decoder = None
     if data.kind != "text":
         decoder = Decoder(tokenizer) if tokenizer else Decoder(*default_tokenizer(folder))
+    if not len(data):
+        raise UserError(f"{data.path} holds no {'blocks' if data.kind == 'blocks' else 'documents'}: nothing to show")
     rows = choose_rows(len(data), first, blocks, random, seed)
     for index in rows:
         data.check_index(index)  # an index out of range fails before anything is printed
