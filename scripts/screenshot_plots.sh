@@ -7,6 +7,8 @@
 #      dvc_plots/screenshot.png
 #
 # DVC's page loads vega from a CDN; this serves the same libraries from npm instead.
+# For images without a browser or npm: `causal-lm-data plots` (PNG/SVG, offline). This
+# script is for DVC's interactive page (zoom, tooltips) and a screenshot of it.
 # Nothing in dvc_plots/ changes unless every step succeeds.
 set -euo pipefail
 
