@@ -35,7 +35,7 @@ def main() -> None:
     batch = next(iter(loader))
     check_batch(batch, params["batch_size"], block_size)
     found = {"batch_shape": list(batch["input_ids"].shape), "dtype": "int64", "batches": len(loader)}
-    if "validation" in split_names("data/grouped"):
+    if "validation" in split_names("data/grouped", "group"):
         validation = make_dataloader("data/grouped", params["batch_size"], split="validation", verify=True)
         # A small held-out split may have fewer blocks than one batch, or none (group warned).
         if len(validation.dataset):
