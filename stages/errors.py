@@ -58,7 +58,7 @@ def run_stage(main) -> None:
         sys.exit(1)
 
 
-def quoted(value, limit: int = 80) -> str:
+def quoted(value, limit: int = 200) -> str:
     """A value read from the data (a file name, a split name), quoted and escaped for a one-line message."""
     text = repr(value)  # repr escapes every non-printable character
     return text if len(text) <= limit else text[: limit - 3] + "..."

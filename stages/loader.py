@@ -46,6 +46,8 @@ class Blocks(Dataset):
     the loader was built on.
     """
 
+    _refusal: UserError | None = None  # why a worker's copy cannot serve (see __setstate__)
+
     def __init__(self, path=DEFAULT_PATH, verify: bool = False, position_ids: bool = False):
         self.path, self.position_ids = Path(path), position_ids
         found = shards(self.path, "group", REBUILD)
@@ -88,6 +90,8 @@ class Blocks(Dataset):
 
         A negative index counts from the end, as in Python; one out of range is an IndexError.
         """
+        if self._refusal is not None:
+            raise self._refusal
         indices = np.asarray(indices, dtype=np.int64)
         if len(indices) and (indices.view(np.uint64) >= len(self)).any():  # negatives wrap to huge values
             indices = self._from_the_end(indices)
@@ -156,9 +160,14 @@ class Blocks(Dataset):
     def __setstate__(self, state: dict) -> None:
         # A spawned worker reads the folder again: if the group stage rewrote it meanwhile, the
         # sampler (built on the old one) would index the new blocks.
-        self.__init__(state["path"], verify=False, position_ids=state["position_ids"])
-        if self.fingerprint != state["fingerprint"]:
-            raise self._changed()
+        try:
+            self.__init__(state["path"], verify=False, position_ids=state["position_ids"])
+            if self.fingerprint != state["fingerprint"]:
+                raise self._changed()
+        except UserError as error:
+            # Raised at the first batch asked for: DataLoader passes that on to the training process,
+            # while an error raised in unpickling kills the worker with only "exited unexpectedly".
+            self._refusal = error
 
     def check_unchanged(self) -> None:
         """Raise if the folder's state.json no longer lists the shards this dataset was built on."""

@@ -196,7 +196,7 @@ def shards(folder, stage: str, fix: str | None = None) -> list[Shard]:
 
 def _listed_shard(folder: Path, entry, stage: str, fix: str | None) -> Shard:
     """The Shard one entry of state.json's `_data_files` describes, once its fields are checked."""
-    if not isinstance(entry, dict):
+    if not isinstance(entry, dict) or not {"filename", "rows", "sha256"} <= entry.keys():
         raise ValueError(f"state.json lists {quoted(entry)} as a shard, not a {{filename, rows, sha256}} entry")
     name, sha256, rows = entry["filename"], entry["sha256"], entry["rows"]
     if not plain_name(name):
