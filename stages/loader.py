@@ -93,7 +93,7 @@ class Blocks(Dataset):
         if self._refusal is not None:
             raise self._refusal
         indices = np.asarray(indices, dtype=np.int64)
-        if len(indices) and (indices.view(np.uint64) >= len(self)).any():  # negatives wrap to huge values
+        if len(indices) and indices.view(np.uint64).max() >= len(self):  # negatives view as huge values
             indices = self._from_the_end(indices)
         if self.rows_per_batch:  # the record batch holding each block
             record_batch = indices // self.rows_per_batch
@@ -222,7 +222,7 @@ class Permutation:
 
     def __call__(self, positions: np.ndarray) -> np.ndarray:
         positions = np.asarray(positions, dtype=np.int64)
-        if len(positions) and (positions.view(np.uint64) >= self.size).any():
+        if len(positions) and positions.view(np.uint64).max() >= self.size:
             # Outside [0, 4^k) cycle walking never ends; outside range(size) it is no permutation.
             raise IndexError(f"positions must be in [0, {self.size}); got {positions.min()} to {positions.max()}")
         values = self._round_trip(positions.astype(np.uint64))
