@@ -219,7 +219,7 @@ def _check_inside(path: Path, folder: Path) -> None:
         raise ValueError(f"{quoted(path.name)} is a symlink to {quoted(str(target))}, outside {where}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dvc_cache(folder: Path) -> Path | None:
     """The DVC cache directory of the repository holding `folder`, as DVC resolves it (None: no repository, or no dvc).
 

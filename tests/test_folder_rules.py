@@ -4,6 +4,7 @@ Each case is a real output (the group stage's functions, or a `dvc repro`'d clon
 as a folder arriving through someone else's `dvc push` could be.
 """
 
+import itertools
 import json
 import re
 import shutil
@@ -23,13 +24,14 @@ from tests.test_bad_input import assert_clean_failure, stage_in
 BLOCK_SIZE = 16
 
 
-def write_tokens(folder, documents, id_type=pa.uint16(), shard_sizes=None):
-    """A data/tokenized-like folder of `documents` (lists of ids) in shards of `shard_sizes` documents."""
+def write_tokens(folder, documents, id_type=None, shard_sizes=None):
+    """A data/tokenized-like folder of `documents` (lists of ids, uint16 by default) in shards of `shard_sizes` documents."""
     folder.mkdir(parents=True)
+    id_type = id_type or pa.uint16()
     schema = pa.schema([("input_ids", pa.list_(id_type))])
     bounds = np.cumsum([0, *(shard_sizes or [len(documents)])])
     files = []
-    for index, (low, high) in enumerate(zip(bounds[:-1], bounds[1:])):
+    for index, (low, high) in enumerate(itertools.pairwise(bounds)):
         name = shard_name(index, len(bounds) - 1)
         batch = pa.record_batch([pa.array(documents[low:high], pa.list_(id_type))], schema=schema)
         rows, sha256 = write_shard(folder / name, schema, [batch])
