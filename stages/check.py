@@ -30,12 +30,13 @@ def check_batch(batch: dict, batch_size: int, block_size: int) -> None:
 def main() -> None:
     params = load_params("loader")
     block_size = load_params("group")["block_size"]
+    splits = split_names("data/grouped", "group")  # first: a bad dataset_dict.json is reported naming the dvc command
     # verify: the one full hash check of data/grouped per build; training processes skip it.
     loader = make_dataloader("data/grouped", params["batch_size"], params["shuffle"], params["seed"], verify=True)
     batch = next(iter(loader))
     check_batch(batch, params["batch_size"], block_size)
     found = {"batch_shape": list(batch["input_ids"].shape), "dtype": "int64", "batches": len(loader)}
-    if "validation" in split_names("data/grouped"):
+    if "validation" in splits:
         validation = make_dataloader("data/grouped", params["batch_size"], split="validation", verify=True)
         # A small held-out split may have fewer blocks than one batch, or none (group warned).
         if len(validation.dataset):

@@ -58,6 +58,12 @@ def run_stage(main) -> None:
         sys.exit(1)
 
 
+def quoted(value, limit: int = 200) -> str:
+    """A value read from the data (a file name, a split name), quoted and escaped for a one-line message."""
+    text = repr(value)  # repr escapes every non-printable character
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message, for wrapping a library's error in a UserError."""
     lines = str(error).strip().splitlines()

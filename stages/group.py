@@ -200,6 +200,7 @@ def main() -> None:
 
     map_splits(
         "data/tokenized",
+        "tokenize",
         "data/grouped",
         lambda source, target: group_split(source, target, block_size, shard_bytes, required=source.name != "validation"),
         write_reports,

@@ -15,42 +15,54 @@ table per record batch (not one entry per block), and the shuffle is a permutati
 computed on the fly, so building a loader costs the same at 8 M or 10 B tokens.
 """
 
+import hashlib
+import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from stages.errors import UserError
+from stages.errors import UserError, quoted
 from stages.outputs import split_folder
-from stages.storage import map_blocks, shards
+from stages.storage import Shard, map_blocks, mixed_shards, shards
 
 # This repository's data/grouped, so training code run from any directory finds it.
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "data" / "grouped"
 IGNORE_INDEX = -100  # the label PyTorch's cross-entropy and transformers' losses skip
+# How the loader's errors say to repair a folder: training code may not run dvc itself.
+REBUILD = "rebuild the folder (the group stage writes it: data/grouped)"
 
 
 class Blocks(Dataset):
     """The fixed-length blocks of a dataset folder written by the group stage, over all its shards.
 
-    Building it checks each shard's structure and row count, never its data;
-    `verify=True` also checks every shard against its hash (the check stage does,
-    once per build). DataLoader workers reopen the memory maps and read nothing more.
+    Building it checks what state.json lists (see `stages.storage.shards`) and each
+    shard's structure, row count and kind (one id type, block size and set of
+    columns), never its data; `verify=True` also checks every shard against its
+    hash (the check stage does, once per build). DataLoader workers reopen the
+    memory maps and read nothing more, after checking the folder is still the one
+    the loader was built on.
     """
+
+    _refusal: UserError | None = None  # why a worker's copy cannot serve (see __setstate__)
 
     def __init__(self, path=DEFAULT_PATH, verify: bool = False, position_ids: bool = False):
         self.path, self.position_ids = Path(path), position_ids
-        found = shards(self.path, "group")
+        found = shards(self.path, "group", REBUILD)
+        self.fingerprint = fingerprint(found)
         self.shards = [map_blocks(shard) for shard in found]
         if verify:
             # After mapping, not before: pages that read() has just cached come back in large
             # folios, and a fault on one maps all of it (~9 MB more per 64 MB shard here).
             for shard in found:
                 shard.verify()
-        sizes = {shard.block_size for shard in self.shards}
-        if len(sizes) != 1:
-            raise UserError(f"{self.path} mixes block sizes {sorted(sizes)}; rebuild it with: dvc repro --force group")
-        self.block_size = sizes.pop()
+        kinds = [_kind(shard) for shard in self.shards]
+        other = next((i for i, kind in enumerate(kinds) if kind != kinds[0]), None)
+        if other is not None:  # a batch spanning both would wrap ids or misplace blocks
+            raise mixed_shards(self.path, (found[0].path.name, kinds[0]), (found[other].path.name, kinds[other]), REBUILD)
+        self.block_size = self.shards[0].block_size
         if position_ids and self.shards[0].offsets is None:
             raise UserError(f"{self.path} records no document starts (written before they were); rebuild it with: dvc repro --force group")
         # One row per record batch of every shard (~2,500 at 10 B tokens): where its blocks start
@@ -74,8 +86,15 @@ class Blocks(Dataset):
         return int(self.first_blocks[-1])
 
     def batch(self, indices) -> dict:
-        """The blocks `indices` as one batch: int64 input_ids and labels (and position_ids if asked)."""
+        """The blocks `indices` as one batch: int64 input_ids and labels (and position_ids if asked).
+
+        A negative index counts from the end, as in Python; one out of range is an IndexError.
+        """
+        if self._refusal is not None:
+            raise self._refusal
         indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) and indices.view(np.uint64).max() >= len(self):  # negatives view as huge values
+            indices = self._from_the_end(indices)
         if self.rows_per_batch:  # the record batch holding each block
             record_batch = indices // self.rows_per_batch
         else:
@@ -119,6 +138,13 @@ class Blocks(Dataset):
             which.append(np.full(high - low, i))
         return np.concatenate(which or [np.empty(0, np.int64)]), np.concatenate(starts or [np.empty(0, np.int64)])
 
+    def _from_the_end(self, indices: np.ndarray) -> np.ndarray:
+        positive = np.where(indices < 0, indices + len(self), indices)
+        outside = indices[(positive < 0) | (positive >= len(self))]
+        if len(outside):
+            raise IndexError(f"block {outside[0]} out of range for {len(self)} blocks")
+        return positive
+
     def __getitem__(self, index) -> dict:
         """One block (an int index) or a whole batch (a list of indices) in one gather."""
         if isinstance(index, (int, np.integer)):
@@ -129,10 +155,39 @@ class Blocks(Dataset):
 
     def __getstate__(self) -> dict:
         # Worker processes reopen the memory maps instead of receiving a pickled copy of them.
-        return {"path": self.path, "position_ids": self.position_ids}
+        return {"path": self.path, "position_ids": self.position_ids, "fingerprint": self.fingerprint}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["path"], verify=False, position_ids=state["position_ids"])
+        # A spawned worker reads the folder again: if the group stage rewrote it meanwhile, the
+        # sampler (built on the old one) would index the new blocks.
+        try:
+            self.__init__(state["path"], verify=False, position_ids=state["position_ids"])
+            if self.fingerprint != state["fingerprint"]:
+                raise self._changed()
+        except UserError as error:
+            # Raised at the first batch asked for: DataLoader passes that on to the training process,
+            # while an error raised in unpickling kills the worker with only "exited unexpectedly".
+            self._refusal = error
+
+    def check_unchanged(self) -> None:
+        """Raise if the folder's state.json no longer lists the shards this dataset was built on."""
+        if fingerprint(shards(self.path, "group", REBUILD)) != self.fingerprint:
+            raise self._changed()
+
+    def _changed(self) -> UserError:
+        return UserError(f"{self.path} changed after this loader was built (the group stage rewrote it?); build the loader again")
+
+
+def fingerprint(found: list[Shard]) -> str:
+    """What identifies a folder's data: each shard's name, sha256 and rows, as state.json lists them (no file is read)."""
+    listed = [[shard.path.name, shard.sha256, shard.rows] for shard in found]
+    return hashlib.sha256(json.dumps(listed).encode()).hexdigest()
+
+
+def _kind(shard) -> str:
+    """What must be equal across a folder's shards for one index to read them all alike."""
+    starts = "" if shard.starts is None else f", document starts as {shard.starts.dtype}"
+    return f"blocks of {shard.block_size} {shard.ids.dtype} ids{starts}"
 
 
 def _mix(values: np.ndarray) -> np.ndarray:
@@ -166,7 +221,11 @@ class Permutation:
         return (left << half) | right
 
     def __call__(self, positions: np.ndarray) -> np.ndarray:
-        values = self._round_trip(np.asarray(positions, dtype=np.uint64))
+        positions = np.asarray(positions, dtype=np.int64)
+        if len(positions) and positions.view(np.uint64).max() >= self.size:
+            # Outside [0, 4^k) cycle walking never ends; outside range(size) it is no permutation.
+            raise IndexError(f"positions must be in [0, {self.size}); got {positions.min()} to {positions.max()}")
+        values = self._round_trip(positions.astype(np.uint64))
         outside = np.flatnonzero(values >= self.size)
         while len(outside):
             values[outside] = self._round_trip(values[outside])
@@ -197,6 +256,8 @@ class BlockBatches(DistributedSampler):
     def __init__(self, num_blocks, batch_size, shuffle=True, seed=42, rank=0, world_size=1, drop_last=False):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        if 0 < num_blocks < world_size:  # some ranks would get no block, and every rank no batch
+            raise ValueError(f"{num_blocks} blocks cannot give each of {world_size} ranks one; use at most {num_blocks} ranks")
         super().__init__(range(num_blocks), world_size, rank, shuffle, seed, drop_last)
         self.num_blocks, self.batch_size, self.world_size = num_blocks, batch_size, world_size
         self.start_batch = 0
@@ -238,6 +299,7 @@ class BlockLoader(DataLoader):
     _position = None
 
     def __iter__(self):
+        self.dataset.check_unchanged()  # each pass, as workers started for it may read the folder again
         sampler = self.sampler
         self._position = position = {"epoch": sampler.epoch, "batches": sampler.start_batch}
         for batch in super().__iter__():
@@ -262,12 +324,24 @@ class BlockLoader(DataLoader):
         return {"epoch": epoch, "batches": batches, **self._layout()}
 
     def load_state_dict(self, state: dict) -> None:
-        different = {key: (state.get(key), value) for key, value in self._layout().items() if state.get(key) != value}
+        """Resume at `state` (from state_dict()); a state that cannot mean a position of this loader is refused now."""
+        if not isinstance(state, Mapping):
+            raise ValueError(f"a loader state is the dict state_dict() returns, not {type(state).__name__}")
+        missing = [key for key in ("epoch", "batches", *self._layout()) if key not in state]
+        if missing:
+            raise ValueError(f"this loader state lacks {', '.join(missing)}; give a dict saved by state_dict()")
+        different = {key: (state[key], value) for key, value in self._layout().items() if state[key] != value}
         if different:
-            described = ", ".join(f"{key} {saved!r} -> {now!r}" for key, (saved, now) in different.items())
+            described = ", ".join(f"{key} {quoted(saved)} -> {now!r}" for key, (saved, now) in different.items())
             raise ValueError(f"this loader's state was saved for other data or settings ({described}); resume with the same ones")
-        self.sampler.epoch, self.sampler.start_batch = state["epoch"], state["batches"]
-        self._position = {"epoch": state["epoch"], "batches": state["batches"]}
+        for key in ("epoch", "batches"):
+            if isinstance(state[key], bool) or not isinstance(state[key], (int, np.integer)) or state[key] < 0:
+                raise ValueError(f"this loader state's {key} must be a whole number >= 0, not {quoted(state[key])}")
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        if batches > len(self.sampler):
+            raise ValueError(f"this loader state's batches ({batches}) is past the end of an epoch of {len(self.sampler)} batches")
+        self.sampler.epoch, self.sampler.start_batch = epoch, batches
+        self._position = {"epoch": epoch, "batches": batches}
 
 
 def batch_as_is(batch: dict) -> dict:
@@ -307,7 +381,7 @@ def make_dataloader(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-    folder = split_folder(path, split)
+    folder = split_folder(path, split, "group", REBUILD)
     if shuffle is None:
         shuffle = split in (None, "train")
     if (rank is None) != (world_size is None):

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from stages.errors import UserError
+from stages.errors import UserError, first_line, quoted
 
 
 @contextmanager
@@ -94,14 +94,43 @@ def write_csv(path, header: list[str], rows) -> None:
     _write_text(path, "\n".join(",".join(map(str, row)) for row in [header, *rows]) + "\n")
 
 
-def split_names(folder) -> list[str]:
+def rebuild_command(stage: str) -> str:
+    """How a stage says to repair a broken input folder: the dvc command that writes it again."""
+    return f"rebuild it with: dvc repro --force --single-item {stage}"
+
+
+def plain_name(name) -> bool:
+    """Whether `name` (read from a folder's own index) names a file or folder directly inside that folder."""
+    return isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+
+
+def split_names(folder, stage: str, fix: str | None = None) -> list[str]:
     """The splits of a folder saved like a `datasets.DatasetDict`; [""] (the folder itself) otherwise.
 
     Stages hold out a validation split only when asked, so Lab1's default output
-    stays a single dataset: `Path(folder) / ""` is the folder.
+    stays a single dataset: `Path(folder) / ""` is the folder. dataset_dict.json
+    arrives with the data, so it is checked: a list of plain names, each once, none
+    a symlink (DVC links files, never folders). `stage` wrote the folder; `fix` says
+    how to repair a bad one (by default, the dvc command that rebuilds it).
     """
     index = Path(folder) / "dataset_dict.json"
-    return json.loads(index.read_text())["splits"] if index.exists() else [""]
+    if not index.exists():
+        return [""]
+    try:
+        splits = json.loads(index.read_text())
+        splits = splits.get("splits") if isinstance(splits, dict) else None
+        if not isinstance(splits, list) or not splits:
+            raise ValueError('it must hold {"splits": [one name per split folder]}')
+        for position, name in enumerate(splits):
+            if not plain_name(name):
+                raise ValueError(f"split {quoted(name)} is not a plain folder name")
+            if name in splits[:position]:
+                raise ValueError(f"split {quoted(name)} is listed twice")
+            if Path(folder, name).is_symlink():
+                raise ValueError(f"split {quoted(name)} is a symlink, not a folder inside {folder}")
+    except (OSError, ValueError) as error:
+        raise UserError(f"{index} is malformed ({first_line(error)}); {fix or rebuild_command(stage)}") from None
+    return splits
 
 
 def write_split_names(folder, names: list[str]) -> None:
@@ -109,15 +138,15 @@ def write_split_names(folder, names: list[str]) -> None:
         write_json(Path(folder) / "dataset_dict.json", {"splits": names})
 
 
-def map_splits(source, target, process, write_reports) -> None:
-    """Run `process(source_split, target_split)` for every split of `source`, then `write_reports`.
+def map_splits(source, source_stage: str, target, process, write_reports) -> None:
+    """Run `process(source_split, target_split)` for every split of `source` (written by `source_stage`), then `write_reports`.
 
     `write_reports` gets each split's result, by split name ("" without splits), and
     writes the stage's metrics and plots. `target` gets the same split layout and
     replaces any old one only when every split and the reports succeeded, so a
     failure (a read-only metrics/, a full disk) leaves no new output behind.
     """
-    splits = split_names(source)
+    splits = split_names(source, source_stage)
     with replacing(target) as output:
         results = {split: process(Path(source, split), output / split) for split in splits}
         write_split_names(output, splits)
@@ -130,9 +159,9 @@ def split_metrics(results: dict) -> dict:
     return {**training, **({"validation": held_out[0]} if held_out else {})}
 
 
-def split_folder(folder, split: str | None) -> Path:
-    """The dataset folder of `split` ("train" by default) inside `folder`."""
-    names = split_names(folder)
+def split_folder(folder, split: str | None, stage: str, fix: str | None = None) -> Path:
+    """The dataset folder of `split` ("train" by default) inside `folder`, written by `stage` (see split_names)."""
+    names = split_names(folder, stage, fix)
     if names == [""]:
         if split not in (None, "train"):
             raise ValueError(f"{folder} has no '{split}' split; hold one out with download.validation_size")

@@ -6,10 +6,17 @@ every output, but written without importing `datasets`, and byte-for-byte
 reproducibly: `save_to_disk` may store a random `_fingerprint`, ours is a hash of the
 data. Each shard's sha256 sits beside its name in state.json, so any process can
 check the one shard it reads, and a shard is the unit of parallel work.
+
+A folder may come from elsewhere (a teammate's `dvc push`), and its hashes come
+from the same state.json as its file names: the hash proves a shard whole, not
+where it lives. So state.json's names are checked before anything is opened (see
+`shards`), and every shard of a folder must hold the same columns (`read_schema`).
 """
 
+import functools
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -17,8 +24,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from stages.errors import UserError, first_line
-from stages.outputs import write_json
+from stages.errors import UserError, first_line, printable, quoted
+from stages.outputs import plain_name, rebuild_command, write_json
 
 
 def shard_name(index: int, count: int) -> str:
@@ -33,6 +40,10 @@ class Shard:
     sha256: str
     rows: int
     stage: str  # the stage that writes it, named in errors
+    fix: str | None = None  # how an error says to repair the folder; None: the dvc command rebuilding it
+
+    def how_to_fix(self) -> str:
+        return self.fix or rebuild_command(self.stage)
 
     def batches(self, verify: bool = True) -> pa.RecordBatchStreamReader:
         """Its record batches, streamed (each read into memory and freed after use).
@@ -46,14 +57,14 @@ class Shard:
         try:
             return pa.ipc.open_stream(pa.OSFile(str(self.path)))
         except (OSError, pa.ArrowException) as error:
-            raise _corrupt(self.path.parent, self.stage, error) from None
+            raise _corrupt(self.path.parent, self.how_to_fix(), error) from None
 
     def verify(self) -> None:
         try:
             if _file_hash(self.path) != self.sha256:
                 raise ValueError(f"{self.path.name} does not match the hash in state.json")
         except (OSError, ValueError) as error:
-            raise _corrupt(self.path.parent, self.stage, error) from None
+            raise _corrupt(self.path.parent, self.how_to_fix(), error) from None
 
 
 def _feature(arrow_type: pa.DataType) -> dict:
@@ -150,8 +161,16 @@ def _file_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def shards(folder, stage: str) -> list[Shard]:
-    """The shards of a dataset folder written by `stage`, in order (not yet hash-checked)."""
+def shards(folder, stage: str, fix: str | None = None) -> list[Shard]:
+    """The shards of a dataset folder written by `stage`, in order (not yet hash-checked).
+
+    What state.json lists is checked before anything is opened: each shard is a
+    plain file name in the folder (no path, no `..`), listed once, a regular file,
+    and not a symlink leading out of the folder, except into the DVC cache of the
+    repository holding it (`dvc config cache.type symlink` links every file there).
+    Hardlinks, DVC's default here, are the files themselves. `fix` says how to
+    repair a bad folder; by default, the dvc command that rebuilds it.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder} does not exist; run the '{stage}' stage first: dvc repro {stage}")
@@ -159,20 +178,68 @@ def shards(folder, stage: str) -> list[Shard]:
         raise UserError(f"{folder} is not a dataset folder (no state.json); give the '{stage}' stage's output")
     try:
         files = json.loads((folder / "state.json").read_text())["_data_files"]
-        found = [Shard(folder / file["filename"], file["sha256"], file["rows"], stage) for file in files]
+        if not isinstance(files, list) or not files:
+            raise ValueError("state.json lists no shards")
+        found = [_listed_shard(folder, entry, stage, fix) for entry in files]
+        twice = [name for name, count in Counter(shard.path.name for shard in found).items() if count > 1]
+        if twice:
+            raise ValueError(f"state.json lists {quoted(twice[0])} more than once")
+        for shard in found:
+            _check_inside(shard.path, folder)
         missing = [shard.path.name for shard in found if not shard.path.is_file()]
-        if missing or not found:
-            raise ValueError(f"{', '.join(missing) or 'every shard'} is missing")
+        if missing:
+            raise ValueError(f"{', '.join(map(quoted, missing))} is missing or not a file")
         return found
     except (OSError, ValueError, LookupError, TypeError) as error:
-        raise _corrupt(folder, stage, error) from None
+        raise _corrupt(folder, fix or rebuild_command(stage), error) from None
 
 
-def _corrupt(folder: Path, stage: str, error: Exception) -> UserError:
-    return UserError(
-        f"{folder} is corrupt or truncated ({first_line(error)}); "
-        f"rebuild it with: dvc repro --force --single-item {stage}"
-    )
+def _listed_shard(folder: Path, entry, stage: str, fix: str | None) -> Shard:
+    """The Shard one entry of state.json's `_data_files` describes, once its fields are checked."""
+    if not isinstance(entry, dict) or not {"filename", "rows", "sha256"} <= entry.keys():
+        raise ValueError(f"state.json lists {quoted(entry)} as a shard, not a {{filename, rows, sha256}} entry")
+    name, sha256, rows = entry["filename"], entry["sha256"], entry["rows"]
+    if not plain_name(name):
+        raise ValueError(f"state.json lists {quoted(name)} as a shard, not a file name inside the folder")
+    if not isinstance(sha256, str) or isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+        raise ValueError(f"state.json's entry for {quoted(name)} has no valid sha256 and row count")
+    return Shard(folder / name, sha256, rows, stage, fix)
+
+
+def _check_inside(path: Path, folder: Path) -> None:
+    """Refuse a shard that is a symlink to a file outside `folder` and outside its repository's DVC cache."""
+    if not path.is_symlink():
+        return  # a plain name that is no symlink is a file of the folder itself
+    target, home = path.resolve(), folder.resolve()
+    if target.is_relative_to(home):
+        return
+    cache = _dvc_cache(home)
+    if cache is None or not target.is_relative_to(cache):
+        where = "its folder" if cache is None else "its folder and the repository's DVC cache"
+        raise ValueError(f"{quoted(path.name)} is a symlink to {quoted(str(target))}, outside {where}")
+
+
+@functools.cache
+def _dvc_cache(folder: Path) -> Path | None:
+    """The DVC cache directory of the repository holding `folder`, as DVC resolves it (None: no repository, or no dvc).
+
+    Asked only when a shard is a symlink leading out of its folder: importing dvc takes ~0.3 s.
+    """
+    try:
+        from dvc.exceptions import DvcException
+        from dvc.repo import Repo
+    except ImportError:
+        return None
+    try:
+        with Repo(Repo.find_root(str(folder))) as repo:
+            cache = repo.cache.local_cache_dir
+    except DvcException:
+        return None
+    return Path(cache).resolve() if cache else None
+
+
+def _corrupt(folder: Path, fix: str, error: Exception) -> UserError:
+    return UserError(f"{folder} is corrupt or truncated ({first_line(error)}); {fix}")
 
 
 def read_batches(folder, stage: str) -> Iterator[pa.RecordBatch]:
@@ -186,14 +253,33 @@ def read_table(folder, stage: str) -> pa.Table:
     return pa.Table.from_batches(list(read_batches(folder, stage)), schema=read_schema(folder, stage))
 
 
-def read_schema(folder, stage: str) -> pa.Schema:
-    """The schema of a dataset folder (its first shard's), without reading its data."""
-    shard = shards(folder, stage)[0]
-    try:
-        with pa.OSFile(str(shard.path)) as source:
-            return pa.ipc.open_stream(source).schema
-    except (OSError, pa.ArrowException) as error:
-        raise _corrupt(shard.path.parent, stage, error) from None
+def read_schema(folder, stage: str, fix: str | None = None) -> pa.Schema:
+    """The schema of a dataset folder, read from each shard's header (not its data).
+
+    Every shard must hold the same columns and types: a uint32 shard read as the
+    first shard's uint16 would wrap its ids.
+    """
+    schema = first = None
+    for shard in shards(folder, stage, fix):
+        try:
+            with pa.OSFile(str(shard.path)) as source:
+                found = pa.ipc.open_stream(source).schema
+        except (OSError, pa.ArrowException) as error:
+            raise _corrupt(shard.path.parent, shard.how_to_fix(), error) from None
+        if schema is None:
+            schema, first = found, shard.path.name
+        elif not found.equals(schema):
+            raise mixed_shards(Path(folder), (first, describe(schema)), (shard.path.name, describe(found)), shard.how_to_fix())
+    return schema
+
+
+def describe(schema: pa.Schema) -> str:
+    return printable(", ".join(f"{field.name}: {field.type}" for field in schema))
+
+
+def mixed_shards(folder: Path, one: tuple[str, str], other: tuple[str, str], fix: str) -> UserError:
+    """The error for a folder whose shards hold different columns or types: (name, description) of two of them."""
+    return UserError(f"{folder} mixes shards of different kinds ({one[0]} holds {one[1]}; {other[0]} holds {other[1]}); {fix}")
 
 
 def count_list_values(shard: Shard, column: str) -> int:
@@ -207,7 +293,7 @@ def count_list_values(shard: Shard, column: str) -> int:
             chunks = pa.ipc.open_stream(source).read_all().column(column).chunks
             return sum(int(chunk.offsets[-1].as_py()) - int(chunk.offsets[0].as_py()) for chunk in chunks if len(chunk))
     except (OSError, pa.ArrowException, KeyError) as error:
-        raise _corrupt(shard.path.parent, shard.stage, error) from None
+        raise _corrupt(shard.path.parent, shard.how_to_fix(), error) from None
 
 
 @dataclass(frozen=True)
@@ -256,10 +342,10 @@ def map_blocks(shard: Shard) -> MappedBlocks:
         source.seek(0)
         whole = source.read_buffer()  # the whole map, without copying
     except (OSError, pa.ArrowException) as error:
-        raise _corrupt(shard.path.parent, shard.stage, error) from None
+        raise _corrupt(shard.path.parent, shard.how_to_fix(), error) from None
     rows = sum(batch.num_rows for batch in batches)
     if rows != shard.rows:
-        raise _corrupt(shard.path.parent, shard.stage, ValueError(f"{shard.path.name} has {rows} rows, state.json says {shard.rows}"))
+        raise _corrupt(shard.path.parent, shard.how_to_fix(), ValueError(f"{shard.path.name} has {rows} rows, state.json says {shard.rows}"))
     id_type = schema.field(column).type
     block_size, dtype = id_type.list_size, np.dtype(str(id_type.value_type))
 

