@@ -25,8 +25,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from stages.sources import builtin_documents  # noqa: E402
-from bench.reference import tiktoken_gpt2  # noqa: E402
+from bench.reference import stage_command, tiktoken_gpt2  # noqa: E402
+from causal_lm_data.build.readers import builtin_documents  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 STAGES = ("download", "tokenize", "group", "check")
@@ -36,7 +36,7 @@ ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.envi
 EPOCH = """
 import json, statistics, time
 from torch.utils.data import DataLoader, Dataset
-from stages.loader import BlockBatches, make_dataloader
+from causal_lm_data.loader import BlockBatches, make_dataloader
 
 def epoch_rate(loader):
     start = time.perf_counter()
@@ -127,7 +127,7 @@ def run_stages(repo: Path) -> dict:
     """Each stage as its own process, as dvc runs it: wall seconds and peak RSS."""
     results = {}
     for stage in STAGES:
-        seconds, rss, _ = measure([sys.executable, "-m", f"stages.{stage}"], repo)
+        seconds, rss, _ = measure(stage_command(repo, stage), repo)
         results[stage] = {"seconds": seconds, "rss_mib": rss}
     results["tokens"] = json.loads((repo / "metrics" / "tokenize.json").read_text())["tokens"]
     return results
@@ -147,7 +147,7 @@ def one_repeat(corpus: Path, corpus_10x: Path, work: Path) -> dict:
 
     repo = clone(work / "stages", corpus)
     result["stages"] = run_stages(repo)
-    seconds, rss, _ = measure([sys.executable, "-m", "stages.tokenize"], repo, PIPELINE_WORKERS="1")
+    seconds, rss, _ = measure(stage_command(repo, "tokenize"), repo, PIPELINE_WORKERS="1")
     result["tokenize_1_thread"] = {"seconds": seconds, "rss_mib": rss}
     _, _, stdout = measure([sys.executable, "-c", EPOCH], repo)
     result["loader"] = json.loads(stdout)

@@ -12,7 +12,7 @@ import torch
 from datasets import load_dataset
 from torch.utils.data import DataLoader
 
-from stages.tokenizer import load_tokenizer
+from causal_lm_data.tokenizer import load_tokenizer
 
 BLOCK_SIZE = 128
 

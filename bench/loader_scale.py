@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import date
 from pathlib import Path
 
@@ -31,17 +30,18 @@ import pyarrow as pa
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from stages.group import BlockShardTask, batch_and_shard_blocks, group_shard  # noqa: E402
-from stages.storage import Shard, shard_name, write_index, write_shard  # noqa: E402
+from causal_lm_data.build.grouped import BlockShardTask, batch_and_shard_blocks, group_shard  # noqa: E402
+from causal_lm_data.build.writer import write_index, write_shard  # noqa: E402
+from causal_lm_data.format import Shard, shard_name  # noqa: E402
 
 SHARD_BYTES = 64 << 20
 
 MEASURE = """
-import json, sys, time
-import os, stages.loader
-assert os.path.dirname(os.path.dirname(stages.loader.__file__)) == os.getcwd(), stages.loader.__file__  # the loader asked for
+import importlib, json, os, sys, time
+loader_module = importlib.import_module(sys.argv[3])  # the loader asked for, from the working directory's tree
+assert os.path.dirname(os.path.dirname(loader_module.__file__)) == os.getcwd(), loader_module.__file__
 start = time.perf_counter()
-from stages.loader import make_dataloader
+make_dataloader = loader_module.make_dataloader
 imported = time.perf_counter()
 
 def memory():
@@ -102,11 +102,11 @@ def build(folder: Path, tokens: int, block_size: int) -> Path:
     return grouped
 
 
-def measure(grouped: Path, pythonpath: Path, options: dict, repeats: int) -> list[dict]:
+def measure(grouped: Path, pythonpath: Path, options: dict, repeats: int, module: str = "causal_lm_data.loader") -> list[dict]:
     env = {**os.environ, "PYTHONPATH": str(pythonpath)}
     return [
         json.loads(subprocess.run(
-            [sys.executable, "-c", MEASURE, str(grouped), json.dumps(options)], cwd=pythonpath, env=env, check=True, capture_output=True, text=True,
+            [sys.executable, "-c", MEASURE, str(grouped), json.dumps(options), module], cwd=pythonpath, env=env, check=True, capture_output=True, text=True,
         ).stdout)
         for _ in range(repeats)
     ]
@@ -129,7 +129,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as old:
             archive = subprocess.run(["git", "archive", args.previous, "stages"], cwd=REPO, check=True, capture_output=True).stdout
             subprocess.run(["tar", "x", "-C", old], input=archive, check=True)
-            runs[f"loader of {args.previous}"] = measure(grouped, Path(old), {}, args.repeats)
+            # Before the library had its own package, the loader was stages.loader.
+            runs[f"loader of {args.previous}"] = measure(grouped, Path(old), {}, args.repeats, "stages.loader")
     print(f"{date.today()}, {os.cpu_count()} cores; {grouped}: {runs['this loader'][0]['blocks']:,} blocks of {args.block_size}")
     print("| loader | build + first batch (s) | anonymous memory added (MiB) | file pages touched (MiB) | batches/s at 8 |")
     print("| --- | ---: | ---: | ---: | ---: |")

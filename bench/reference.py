@@ -1,10 +1,11 @@
 """Reference engines the benchmark compares against: GPT-2 in tiktoken, built from the same packaged files."""
 
 import json
+import sys
 
 import tiktoken
 
-from stages.tokenizer import EOS_TOKEN, gpt2_files
+from causal_lm_data.tokenizer import EOS_TOKEN, gpt2_files
 
 # GPT-2's pre-tokenizer regex, as in tiktoken's r50k/gpt2 encodings
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -20,3 +21,23 @@ def tiktoken_gpt2() -> tiktoken.Encoding:
     eos = vocabulary.pop(EOS_TOKEN)
     ranks = {bytes(char_to_byte[c] for c in token): rank for token, rank in vocabulary.items()}
     return tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={EOS_TOKEN: eos})
+
+
+def stage_command(repo, stage: str) -> list[str]:
+    """A stage's command as the repository's dvc.yaml writes it, ${params} filled from its params.yaml."""
+    import shlex
+    from pathlib import Path
+
+    import yaml
+
+    command = yaml.safe_load((Path(repo) / "dvc.yaml").read_text())["stages"][stage]["cmd"]
+    params = yaml.safe_load((Path(repo) / "params.yaml").read_text())
+    words = []
+    for word in shlex.split(command):
+        if word.startswith("${") and word.endswith("}"):
+            value = params
+            for key in word[2:-1].split("."):
+                value = value[key]
+            word = str(value)
+        words.append(word)
+    return [sys.executable if word == "python" else word for word in words]

@@ -28,7 +28,8 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.benchmark import clone, measure, set_param  # noqa: E402
-from stages.sources import builtin_documents  # noqa: E402
+from bench.reference import stage_command  # noqa: E402
+from causal_lm_data.build.readers import builtin_documents  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 NANOGPT_SHARD_TOKENS = 100_000_000  # build-nanogpt's fineweb.py shard size
@@ -141,13 +142,13 @@ def main() -> None:
     result["disk"] = {"data": disk_bytes(repo / "data"), "data_and_cache": disk_bytes(repo / "data", repo / ".dvc" / "cache")}
     result["dvc_noop"] = measure(["dvc", "repro"], repo)[0]
     for stage in ("download", "tokenize", "group", "check"):  # each stage again, alone: wall and peak RSS
-        seconds, rss, _ = measure([sys.executable, "-m", f"stages.{stage}"], repo)
+        seconds, rss, _ = measure(stage_command(repo, stage), repo)
         result[stage] = {"seconds": seconds, "rss_mib": rss}
-    seconds, _, _ = measure([sys.executable, "-m", "stages.tokenize"], repo, PIPELINE_WORKERS="1")
+    seconds, _, _ = measure(stage_command(repo, "tokenize"), repo, PIPELINE_WORKERS="1")
     result["tokenize_1_worker"] = {"seconds": seconds}
     # One core against all: fastokens runs threads of its own, so one unpinned worker already uses two cores.
     for stage in ("download", "tokenize", "group"):
-        seconds, _, _ = measure(["taskset", "-c", "0", sys.executable, "-m", f"stages.{stage}"], repo, PIPELINE_WORKERS="1")
+        seconds, _, _ = measure(["taskset", "-c", "0", *stage_command(repo, stage)], repo, PIPELINE_WORKERS="1")
         result[f"{stage}_1_core"] = {"seconds": seconds}
     set_param(repo, "group.block_size", 256)
     result["dvc_block_size"] = measure(["dvc", "repro"], repo)[0]

@@ -8,7 +8,7 @@ import argparse
 import signal
 import sys
 
-from stages.errors import run_stage
+from causal_lm_data.errors import run_command
 
 
 def _show(arguments: argparse.Namespace) -> None:
@@ -89,4 +89,4 @@ def main(argv: list[str] | None = None) -> None:
     # Piped into `head`: stop quietly when the reader goes away, as other command-line tools do.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     arguments = parser().parse_args(sys.argv[1:] if argv is None else argv)
-    run_stage(lambda: arguments.run(arguments))
+    run_command(lambda: arguments.run(arguments))

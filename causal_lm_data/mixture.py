@@ -28,8 +28,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from torch.utils.data import DistributedSampler
 
-from stages.errors import UserError, first_line
-from stages.loader import BlockLoader, batch_as_is
+from causal_lm_data.errors import UserError, first_line
+from causal_lm_data.loader import BlockLoader, batch_as_is
 
 GOLDEN = (math.sqrt(5) - 1) / 2  # 0.618...: the stride that spreads a source's extra blocks most evenly
 
@@ -198,7 +198,7 @@ def source_key(seed: int, name: str) -> list[int]:
 
 def pass_order(size: int, key: Sequence[int], passes: int):
     """The seeded order of one pass over a source of `size` blocks (a Permutation keyed by source and pass)."""
-    from stages.loader import Permutation
+    from causal_lm_data.loader import Permutation
 
     order = Permutation(size, 0, 0)
     order.keys = np.random.default_rng([*key, passes]).integers(0, 1 << 64, Permutation.ROUNDS, dtype=np.uint64, endpoint=False)
@@ -378,7 +378,7 @@ class MixedBlocks:
     """
 
     def __init__(self, folders: Sequence, verify: bool = False, position_ids: bool = False, return_source: bool = False):
-        from stages.loader import Blocks
+        from causal_lm_data.loader import Blocks
 
         self.folders, self.position_ids, self.return_source = list(folders), position_ids, return_source
         self.sources = [Blocks(folder, verify=verify, position_ids=position_ids) for folder in self.folders]
@@ -418,11 +418,10 @@ class MixedBlocks:
     def __getitem__(self, index):
         return self.batch(index) if not isinstance(index, (int, np.integer)) else {k: v[0] for k, v in self.batch([index]).items()}
 
-    def __getstate__(self) -> dict:
-        return {"folders": self.folders, "position_ids": self.position_ids, "return_source": self.return_source}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["folders"], position_ids=state["position_ids"], return_source=state["return_source"])
+    def check_unchanged(self) -> None:
+        """Raise if any source folder was rewritten since this dataset was built (see Blocks)."""
+        for source in self.sources:
+            source.check_unchanged()
 
 
 class MixtureLoader(BlockLoader):

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stages.errors import UserError, first_line, printable
+from causal_lm_data.errors import UserError, first_line, printable
 
 PNG_SCALE = 2  # pixels per Vega-Lite unit: a 640-unit-wide chart becomes ~1,700 pixels with its legend
 

@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from stages.errors import UserError, first_line, printable
-from stages.outputs import split_folder
-from stages.storage import Shard, as_numpy, shards
+from causal_lm_data.errors import UserError, first_line, printable
+from causal_lm_data.format import Shard, as_numpy, shards, split_folder
 
 MARK = "\u27e6"  # ⟦ starts every line this command writes about the data (headers, boundaries)
 MARK_END = "\u27e7"  # ⟧
@@ -137,7 +136,7 @@ class Decoder:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from stages.tokenizer import load_tokenizer
+            from causal_lm_data.tokenizer import load_tokenizer
 
             self._tokenizer = load_tokenizer(self.name, self.revision)
         return self._tokenizer
@@ -217,7 +216,7 @@ def render(folder: Folder, row: Row, decoder: Decoder | None, ids: bool, tokens:
 
 def default_tokenizer(folder: Path) -> tuple[str, str]:
     """The tokenizer params.yaml names (`tokenize` section): of the repository holding `folder`, else the current folder's."""
-    from stages.params import PARAMS_FILE, load_params
+    from causal_lm_data.build.params import PARAMS_FILE, load_params
 
     repository = next((parent for parent in Path(folder).resolve().parents if (parent / PARAMS_FILE).is_file()), None)
     params_file = repository / PARAMS_FILE if repository else PARAMS_FILE

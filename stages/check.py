@@ -1,14 +1,19 @@
-"""Stage 4, check: Lab1's sanity check, one batch from the loader has the promised shape.
+"""Stage check: Lab1's sanity check, one batch from the loader has the promised shape.
 
-Writes metrics/check.json; exits non-zero with one line if the batch is wrong.
+    python -m stages.check --params loader --block-size ${group.block_size} --input data/grouped --metrics metrics/check.json
+
+Exits non-zero with one line if the batch is wrong. It hashes every shard of the
+block folder once (the loader's `verify`); training processes skip that.
 """
 
 import torch
 
-from stages.errors import UserError, run_stage
-from stages.loader import make_dataloader
-from stages.params import load_params
-from stages.outputs import split_names, write_json
+from causal_lm_data.build.command import arguments, run_stage
+from causal_lm_data.build.params import load_params
+from causal_lm_data.build.writer import write_json
+from causal_lm_data.errors import UserError
+from causal_lm_data.format import split_names
+from causal_lm_data.loader import make_dataloader
 
 
 def check_batch(batch: dict, batch_size: int, block_size: int) -> None:
@@ -21,28 +26,28 @@ def check_batch(batch: dict, batch_size: int, block_size: int) -> None:
         if tuple(tensor.shape) != expected or tensor.dtype != torch.int64:
             raise UserError(
                 f"'{name}' is {tensor.dtype} {tuple(tensor.shape)}, expected torch.int64 {expected}; "
-                "is data/grouped smaller than one batch? lower loader.batch_size"
+                "is the block folder smaller than one batch? lower loader.batch_size"
             )
     if not torch.equal(batch["input_ids"], batch["labels"]):
         raise UserError("labels differ from input_ids; causal-LM labels must be a copy of input_ids")
 
 
 def main() -> None:
-    params = load_params("loader")
-    block_size = load_params("group")["block_size"]
-    splits = split_names("data/grouped", "group")  # first: a bad dataset_dict.json is reported naming the dvc command
-    # verify: the one full hash check of data/grouped per build; training processes skip it.
-    loader = make_dataloader("data/grouped", params["batch_size"], params["shuffle"], params["seed"], verify=True)
+    args = arguments(__doc__, "block-size", "input", "metrics")
+    params = load_params(args.params)
+    block_size = int(args.block_size)
+    splits = split_names(args.input, "group")  # first: a bad dataset_dict.json is reported naming the dvc command
+    loader = make_dataloader(args.input, params["batch_size"], params["shuffle"], params["seed"], verify=True)
     batch = next(iter(loader))
     check_batch(batch, params["batch_size"], block_size)
     found = {"batch_shape": list(batch["input_ids"].shape), "dtype": "int64", "batches": len(loader)}
     if "validation" in splits:
-        validation = make_dataloader("data/grouped", params["batch_size"], split="validation", verify=True)
+        validation = make_dataloader(args.input, params["batch_size"], split="validation", verify=True)
         # A small held-out split may have fewer blocks than one batch, or none (group warned).
         if len(validation.dataset):
             check_batch(next(iter(validation)), min(params["batch_size"], len(validation.dataset)), block_size)
         found["validation_batches"] = len(validation)
-    write_json("metrics/check.json", found)
+    write_json(args.metrics, found)
     print(f"check: input_ids and labels are int64 {tuple(found['batch_shape'])}; {len(loader):,} batches per epoch")
 
 

@@ -7,33 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.conftest import REPO, run
-
-DEFAULTS = yaml.safe_load((REPO / "params.yaml").read_text())
-
-
-def write_params(workdir, **changes) -> None:
-    """params.yaml in workdir: the defaults with `section__key=value` changes."""
-    params = {section: dict(values) for section, values in DEFAULTS.items()}
-    for dotted, value in changes.items():
-        section, key = dotted.split("__")
-        params[section][key] = value
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
-
-
-def stage_in(workdir, stage, **changes):
-    """Run `python -m stages.<stage>` in workdir with params.yaml changed as given."""
-    write_params(workdir, **changes)
-    return run(["python", "-m", f"stages.{stage}"], cwd=workdir, check=False, PYTHONPATH=str(REPO))
-
-
-def assert_clean_failure(result, workdir, output, message):
-    assert result.returncode == 1, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert message in lines[0]
-    assert not (workdir / output).exists()
-    assert not list((workdir / "data").glob(".*partial*")) if (workdir / "data").exists() else True
+from tests.helpers import DEFAULTS, REPO, assert_clean_failure, run, stage_command, stage_in
 
 
 def parquet(tmp_path, table):
@@ -80,7 +54,7 @@ def test_stages_reject_bad_params(built_repo, tmp_path, stage, changes, message)
 def test_a_bad_thread_count(built_repo, tmp_path):
     shutil.copytree(built_repo / "data" / "raw", tmp_path / "data" / "raw")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(DEFAULTS))
-    result = run(["python", "-m", "stages.tokenize"], cwd=tmp_path, check=False, PYTHONPATH=str(REPO), PIPELINE_WORKERS="many")
+    result = run(stage_command("tokenize", tmp_path), cwd=tmp_path, check=False, PYTHONPATH=str(REPO), PIPELINE_WORKERS="many")
     assert_clean_failure(result, tmp_path, "data/tokenized", "PIPELINE_WORKERS must be a whole number >= 1")
 
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 import yaml
 
+from causal_lm_data.errors import UserError
 from stages.check import check_batch
-from stages.errors import UserError
-from tests.conftest import REPO, run
+from tests.helpers import REPO, run, stage_command
 
 
 def batch(shape=(8, 128), dtype=torch.int64):
@@ -40,7 +40,7 @@ def test_check_stage_fails_when_data_is_smaller_than_one_batch(built_repo, tmp_p
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["loader"]["batch_size"] = 20_000  # more than the 18,111 blocks
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    result = run(["python", "-m", "stages.check"], cwd=tmp_path, check=False, PYTHONPATH=str(REPO))
+    result = run(stage_command("check", tmp_path), cwd=tmp_path, check=False, PYTHONPATH=str(REPO))
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error: 'input_ids' is torch.int64 (18111, 128)")
     assert result.stderr.count("\n") == 1 and not (tmp_path / "metrics" / "check.json").exists()

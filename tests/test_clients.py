@@ -10,8 +10,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from stages.loader import DEFAULT_PATH, Blocks, make_dataloader
-from tests.conftest import ENV, REPO, run
+from causal_lm_data.loader import DEFAULT_PATH, Blocks, make_dataloader
+from tests.helpers import ENV, REPO, run
 
 EOS = 50256
 
@@ -24,7 +24,7 @@ LIGHTNING_SCRIPT = """
 import json, sys
 import lightning as L
 import torch
-from stages.loader import make_dataloader
+from causal_lm_data.loader import make_dataloader
 
 grouped, out = sys.argv[1], sys.argv[2]
 
@@ -90,7 +90,7 @@ TRAINER_SCRIPT = """
 import json, sys
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
-from stages.loader import Blocks
+from causal_lm_data.loader import Blocks
 
 # The README's recipe: the Blocks dataset and Trainer's default collator.
 model = GPT2LMHeadModel(GPT2Config(vocab_size=50_257, n_positions=128, n_embd=16, n_layer=1, n_head=2))
@@ -126,7 +126,7 @@ def test_hf_trainer_recipe_keeps_every_end_of_text_label(repo, tmp_path):
     # The trap the README steers around: the usual collator masks them all (pad = EOS).
     from transformers import DataCollatorForLanguageModeling
 
-    from stages.tokenizer import load_tokenizer
+    from causal_lm_data.tokenizer import load_tokenizer
 
     masked = DataCollatorForLanguageModeling(load_tokenizer("distilgpt2"), mlm=False)([{"input_ids": seen[0][0][0]}])
     assert (masked["labels"][masked["input_ids"] == EOS] == -100).all()
@@ -135,7 +135,7 @@ def test_hf_trainer_recipe_keeps_every_end_of_text_label(repo, tmp_path):
 def test_training_code_outside_the_repository_imports_the_loader(built_repo, tmp_path):
     env = {key: value for key, value in ENV.items() if key != "PYTHONPATH"}
     code = (
-        "import stages.loader as l; from stages.loader import make_dataloader;"
+        "import causal_lm_data.loader as l; from causal_lm_data.loader import make_dataloader;"
         f"print(l.DEFAULT_PATH); print(tuple(next(iter(make_dataloader({str(built_repo / 'data/grouped')!r})))['input_ids'].shape))"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -155,7 +155,7 @@ def test_worker_processes_start_without_reading_the_data(tmp_path, monkeypatch):
     """Workers (spawned, as on macOS and Python 3.14's Linux default) map the data; only the parent hashes it."""
     import pyarrow as pa
 
-    from stages.storage import write_dataset
+    from causal_lm_data.build.writer import write_dataset
 
     block_size, blocks = 1024, 64 * 1024  # 128 MiB of uint16, far more than a worker's imports read
     schema = pa.schema([("input_ids", pa.list_(pa.uint16(), block_size))])

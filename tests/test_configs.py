@@ -13,14 +13,13 @@ import pytest
 import yaml
 
 from bench.lab1_reference import group_texts
-from stages.errors import UserError
-from stages.inputs import Input
-from stages.params import load_params, validate
-from stages.sources import builtin_documents, dataset_options, load_batches, local_parquet_files
-from stages.storage import read_table
-from stages.tokenizer import load_tokenizer
-from tests.conftest import REPO, run
-from tests.test_pipeline import metrics
+from causal_lm_data.build.inputs import Input
+from causal_lm_data.build.params import load_params, validate
+from causal_lm_data.build.readers import builtin_documents, dataset_options, load_batches, local_parquet_files
+from causal_lm_data.errors import UserError
+from causal_lm_data.format import read_table
+from causal_lm_data.tokenizer import load_tokenizer
+from tests.helpers import REPO, metrics, run, set_download_params, stage_command, stage_error
 
 WIKITEXT_CONFIGS = ["wikitext-103-raw-v1", "wikitext-103-v1", "wikitext-2-raw-v1", "wikitext-2-v1"]
 
@@ -97,10 +96,6 @@ def texts_of(batches):
     return [text for batch in batches for text in batch.column("text").to_pylist()]
 
 
-def set_download_params(repo, **values):
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["download"].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def test_wikitext_2_raw_runs_through_the_pipeline_as_lab1_tokenized_and_grouped_it(repo_clone, tmp_path):
@@ -167,16 +162,11 @@ def test_fineweb_sample_10bt_is_chosen_by_config_and_default_reads_every_dump(tm
 def test_fineweb_sample_through_the_download_stage(repo_clone, tmp_path):
     fineweb, files = write_fineweb_like_repo(tmp_path / "fineweb")
     set_download_params(repo_clone, dataset="local", local_path=str(fineweb), config="sample-10BT")
-    run(["python", "-m", "stages.download"], cwd=repo_clone)
+    run(stage_command("download", repo_clone), cwd=repo_clone)
     raw = read_table(repo_clone / "data/raw", "download").column("text").to_pylist()
     assert raw == files["sample/10BT/000_00000.parquet"] + files["sample/10BT/001_00000.parquet"]
 
 
-def stage_error(repo, **values):
-    set_download_params(repo, **values)
-    result = run(["python", "-m", "stages.download"], cwd=repo, check=False)
-    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1, result.stderr
-    return result.stderr
 
 
 def test_config_mistakes_are_one_line_naming_every_config(repo_clone, tmp_path):

@@ -4,10 +4,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stages.download import held_out, text_of
-from stages.errors import UserError
-from stages.inputs import Input
-from stages.sources import builtin_documents, load_batches
+from causal_lm_data.build.inputs import Input
+from causal_lm_data.build.raw import held_out, text_of
+from causal_lm_data.build.readers import builtin_documents, load_batches
+from causal_lm_data.errors import UserError
+from tests.helpers import write_imdb_like_repo
 
 
 def local_batches(path, split="train"):
@@ -47,17 +48,6 @@ def test_bad_text_columns(table, message):
         text_of(table, "text")
 
 
-def write_imdb_like_repo(root, texts):
-    """A folder laid out like the Hub's IMDB dataset repository."""
-    (root / "plain_text").mkdir(parents=True)
-    (root / "README.md").write_text(
-        "---\nconfigs:\n- config_name: plain_text\n  data_files:\n"
-        "  - split: train\n    path: plain_text/train-*\n  - split: test\n    path: plain_text/test-*\n---\n"
-    )
-    labels = [i % 2 for i in range(len(texts))]
-    pq.write_table(pa.table({"text": texts, "label": labels}), root / "plain_text" / "train-00000-of-00001.parquet")
-    pq.write_table(pa.table({"text": ["test review"], "label": [0]}), root / "plain_text" / "test-00000-of-00001.parquet")
-    return root
 
 
 def test_hub_layout_folder_loads_through_datasets(tmp_path):
@@ -110,9 +100,9 @@ def test_held_out_documents_are_a_seeded_exact_share():
 
 def test_a_parquet_file_converts_in_parallel_into_the_same_shards(tmp_path, monkeypatch):
     """Row groups of every size (one all empty, one larger than a shard) give identical shards for 1 and 2 workers."""
-    from stages.download import convert_parquet, new_counts
-    from stages.progress import Progress
-    from stages.storage import read_table, shards
+    from causal_lm_data.build.progress import Progress
+    from causal_lm_data.build.raw import convert_parquet, new_counts
+    from causal_lm_data.format import read_table, shards
 
     documents = [f"document {i} " * (i % 37) for i in range(3_000)]  # every 37th is empty
     documents[1_000:1_200] = [""] * 200
@@ -132,8 +122,8 @@ def test_a_parquet_file_converts_in_parallel_into_the_same_shards(tmp_path, monk
     assert read_table(tmp_path / "raw-2", "download").column("text").to_pylist() == [d for d in documents if d]
     assert counts[0]["empty_documents_skipped"] == documents.count("")
     # The last row group (1,750 documents, ~6.9 shards of text) is cut in 7 equal parts, not 6 shards and a sliver.
-    from stages.download import row_group_tasks
-    from stages.sources import parquet_row_groups
+    from causal_lm_data.build.raw import row_group_tasks
+    from causal_lm_data.build.readers import parquet_row_groups
 
     tasks = row_group_tasks([path], tmp_path, "text", 64 << 10)
     sizes = [size for _, size in parquet_row_groups(path)]
@@ -145,9 +135,8 @@ def test_a_parquet_file_converts_in_parallel_into_the_same_shards(tmp_path, monk
 
 def test_a_hub_layout_folder_of_parquet_files_converts_in_parallel_like_the_stream(tmp_path):
     """Two train files of several row groups: the stage's shards are the same for 1 and 2 workers, the texts the stream's."""
-    from tests.conftest import REPO, run
-    from tests.test_bad_input import write_params
-    from stages.storage import read_table
+    from causal_lm_data.format import read_table
+    from tests.helpers import REPO, run, stage_command, write_params
 
     repo = write_imdb_like_repo(tmp_path / "imdb", ["placeholder"])
     texts = [f"review {i} " * (i % 50) for i in range(4_000)]  # every 50th empty
@@ -155,7 +144,7 @@ def test_a_hub_layout_folder_of_parquet_files_converts_in_parallel_like_the_stre
         pq.write_table(pa.table({"text": part, "label": [0] * len(part)}), repo / "plain_text" / f"train-0000{number}-of-00002.parquet", row_group_size=300)
     (repo / "plain_text" / "train-00000-of-00001.parquet").unlink()
     streamed = [text for batch in local_batches(repo) for text in text_of(batch, "text")[0].to_pylist()]
-    from stages.sources import local_parquet_files
+    from causal_lm_data.build.readers import local_parquet_files
 
     files = local_parquet_files(Input("local", str(repo), "main"), "train")
     assert [file.name for file in files] == ["train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]
@@ -165,7 +154,7 @@ def test_a_hub_layout_folder_of_parquet_files_converts_in_parallel_like_the_stre
         work = tmp_path / f"work-{workers}"
         work.mkdir()
         write_params(work, download__dataset="local", download__local_path=str(repo), download__shard_mb=1)
-        run(["python", "-m", "stages.download"], cwd=work, PYTHONPATH=str(REPO), PIPELINE_WORKERS=workers)
+        run(stage_command("download", work), cwd=work, PYTHONPATH=str(REPO), PIPELINE_WORKERS=workers)
         outputs.append({path.name: path.read_bytes() for path in (work / "data" / "raw").iterdir()})
         assert json.loads((work / "metrics" / "download.json").read_text())["empty_documents_skipped"] == 80
     assert outputs[0] == outputs[1]

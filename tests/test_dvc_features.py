@@ -6,9 +6,9 @@ from collections import Counter
 import datasets
 import pytest
 
-from stages.loader import make_dataloader
-from stages.sources import builtin_documents
-from tests.conftest import run
+from causal_lm_data.build.readers import builtin_documents
+from causal_lm_data.loader import make_dataloader
+from tests.helpers import run
 
 
 def test_longer_max_length_shows_in_metrics_diff_and_exp_show(repo):

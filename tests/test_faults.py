@@ -9,9 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import ENV, REPO, run
-from tests.test_bad_input import stage_in
-from tests.test_pipeline import files_of
+from tests.helpers import ENV, REPO, files_of, run, stage_command, stage_in
 
 
 def wait_for(path, timeout=60.0):
@@ -27,7 +25,7 @@ def test_a_stage_killed_mid_write_leaves_no_output_and_repro_rebuilds_it(built_r
     expected = files_of(built_repo)
     shutil.rmtree(repo / "data" / "tokenized")
     stage = subprocess.Popen(
-        ["python", "-m", "stages.tokenize"], cwd=repo, env={**ENV, "PYTHONPATH": str(repo)},
+        stage_command("tokenize", repo), cwd=repo, env={**ENV, "PYTHONPATH": str(repo)},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     wait_for(repo / "data" / ".tokenized.partial" / "data-00000-of-00001.arrow")

@@ -4,43 +4,25 @@ Each case is a real output (the group stage's functions, or a `dvc repro`'d clon
 as a folder arriving through someone else's `dvc push` could be.
 """
 
-import itertools
 import json
 import re
 import shutil
 
-import numpy as np
 import pyarrow as pa
 import pytest
 
-from stages.errors import UserError
-from stages.group import group_split
-from stages.loader import make_dataloader
-from stages.outputs import split_names
-from stages.storage import read_schema, shard_name, shards, write_index, write_shard
-from tests.conftest import run
-from tests.test_bad_input import assert_clean_failure, stage_in
+from causal_lm_data.build.command import explain
+from causal_lm_data.build.grouped import group_split
+from causal_lm_data.errors import UserError
+from causal_lm_data.format import read_schema, shard_name, shards, split_names
+from causal_lm_data.loader import make_dataloader
+from tests.helpers import assert_clean_failure, documents, run, stage_in, write_tokens
 
 BLOCK_SIZE = 16
 
 
-def write_tokens(folder, documents, id_type=None, shard_sizes=None):
-    """A data/tokenized-like folder of `documents` (lists of ids, uint16 by default) in shards of `shard_sizes` documents."""
-    folder.mkdir(parents=True)
-    id_type = id_type or pa.uint16()
-    schema = pa.schema([("input_ids", pa.list_(id_type))])
-    bounds = np.cumsum([0, *(shard_sizes or [len(documents)])])
-    files = []
-    for index, (low, high) in enumerate(itertools.pairwise(bounds)):
-        name = shard_name(index, len(bounds) - 1)
-        batch = pa.record_batch([pa.array(documents[low:high], pa.list_(id_type))], schema=schema)
-        rows, sha256 = write_shard(folder / name, schema, [batch])
-        files.append((name, sha256, rows))
-    write_index(folder, schema, files)
 
 
-def documents(first_id=0, count=40):
-    return [list(range(first_id + i, first_id + i + 20)) for i in range(count)]
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +48,7 @@ def assert_refused(folder, message):
     """Stages and the loader both refuse `folder` in one line: stages naming dvc, the loader the folder to rebuild."""
     with pytest.raises(UserError, match=message) as stage_error:
         shards(folder, "group")
-    assert "dvc repro --force --single-item group" in str(stage_error.value) and "\n" not in str(stage_error.value)
+    assert "dvc repro --force --single-item group" in explain(stage_error.value) and "\n" not in str(stage_error.value)
     with pytest.raises(ValueError, match=message) as loader_error:
         make_dataloader(folder, verify=True)
     assert str(loader_error.value).startswith(str(folder)) and "\n" not in str(loader_error.value)

@@ -1,9 +1,9 @@
 import numpy as np
-import pyarrow as pa
 import pytest
 
-from stages.group import block_layout, group_split
-from stages.storage import read_table, shard_name, shards, write_index, write_shard
+from causal_lm_data.build.grouped import block_layout, group_split
+from causal_lm_data.format import read_table, shards
+from tests.helpers import write_tokenized
 
 
 def reference_blocks(documents, block_size):
@@ -20,21 +20,6 @@ def reference_blocks(documents, block_size):
     return blocks, starts
 
 
-def write_tokenized(folder, documents, shard_sizes, batch_rows):
-    """A data/tokenized-like folder: `documents` in shards of `shard_sizes` documents, record batches of `batch_rows`."""
-    folder.mkdir(parents=True)
-    schema = pa.schema([("input_ids", pa.list_(pa.uint16()))])
-    bounds = np.cumsum([0, *shard_sizes])
-    files = []
-    for index, (low, high) in enumerate(zip(bounds[:-1], bounds[1:])):
-        batches = [
-            pa.record_batch([pa.array(documents[i : min(i + batch_rows, high)], pa.list_(pa.uint16()))], schema=schema)
-            for i in range(low, high, batch_rows)
-        ]
-        name = shard_name(index, len(shard_sizes))
-        rows, sha256 = write_shard(folder / name, schema, batches)
-        files.append((name, sha256, rows))
-    write_index(folder, schema, files)
 
 
 @pytest.mark.parametrize("seed", range(12))

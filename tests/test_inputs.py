@@ -5,11 +5,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from stages.errors import UserError
-from stages.inputs import Input, looks_like_path, resolve_input
-from stages.tokenizer import load_tokenizer
-from tests.conftest import run
-from tests.test_pipeline import metrics
+from causal_lm_data.build.inputs import Input, looks_like_path, resolve_input
+from causal_lm_data.errors import UserError
+from causal_lm_data.tokenizer import load_tokenizer
+from tests.helpers import metrics, run
 
 PARAMS = {"local_path": "inputs", "revision": "main"}
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from stages.loader import BlockBatches, Blocks, make_dataloader
-from stages.storage import write_dataset
+from causal_lm_data.build.writer import write_dataset
+from causal_lm_data.loader import BlockBatches, Blocks, make_dataloader
 
 BLOCK_SIZE = 16
 BLOCKS = 100

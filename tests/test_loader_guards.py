@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from stages.errors import UserError
-from stages.group import group_split
-from stages.loader import BlockBatches, Blocks, make_dataloader
-from tests.test_folder_rules import documents, write_tokens
+from causal_lm_data.build.grouped import group_split
+from causal_lm_data.errors import UserError
+from causal_lm_data.loader import BlockBatches, Blocks, make_dataloader
+from tests.helpers import documents, write_tokens
 
 BLOCK_SIZE = 16
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from causal_lm_data.errors import UserError
 from causal_lm_data.mixture import MixtureBatches, Plan, Schedule, apportion, floor_sum, plan_mixture
-from stages.errors import UserError
 
 
 def test_floor_sum_equals_the_sum():
@@ -165,8 +165,8 @@ def three_corpora(tmp_path_factory):
     """Three grouped folders of 16-token blocks (61, 23 and 7 blocks) and a plan over them, as the mix stage writes."""
     import json
 
-    from stages.group import group_split
-    from tests.test_group import write_tokenized
+    from causal_lm_data.build.grouped import group_split
+    from tests.helpers import write_tokenized
 
     root = tmp_path_factory.mktemp("mixture")
     rng = np.random.default_rng(0)

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from stages.group import group_split
-from stages.loader import IGNORE_INDEX, Blocks, make_dataloader
-from tests.test_group import write_tokenized
+from causal_lm_data.build.grouped import group_split
+from causal_lm_data.loader import IGNORE_INDEX, Blocks, make_dataloader
+from tests.helpers import write_tokenized
 
 BLOCK_SIZE = 32
 VOCAB = 1000
@@ -93,19 +93,19 @@ def test_a_llama_sees_each_document_on_its_own(packed, attention):
 def test_position_ids_need_a_folder_with_document_starts(tmp_path):
     import pyarrow as pa
 
-    from stages.storage import write_dataset
+    from causal_lm_data.build.writer import write_dataset
 
     schema = pa.schema([("input_ids", pa.list_(pa.uint16(), 4))])
     write_dataset(tmp_path / "old", schema, [pa.record_batch([pa.FixedSizeListArray.from_arrays(pa.array(np.arange(8, dtype=np.uint16)), 4)], schema=schema)])
     assert len(make_dataloader(tmp_path / "old")) == 1  # Lab1 batches still work
-    with pytest.raises(ValueError, match=r"records no document starts .* dvc repro --force group"):
+    with pytest.raises(ValueError, match=r"records no document starts .* rebuild it with the group stage"):
         make_dataloader(tmp_path / "old", position_ids=True)
 
 
 TRAINER_SCRIPT = """
 import json, sys
 from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
-from stages.loader import Blocks
+from causal_lm_data.loader import Blocks
 
 # The README's recipe: Blocks(..., position_ids=True), Trainer's default collator, use_cache off.
 config = LlamaConfig(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
@@ -129,7 +129,7 @@ def test_hf_trainer_recipe_passes_position_ids_and_masked_labels(packed, tmp_pat
     import json
     import sys
 
-    from tests.conftest import REPO, run
+    from tests.helpers import REPO, run
 
     folder, _ = packed
     script = tmp_path / "train.py"

@@ -4,9 +4,9 @@ import json
 import pytest
 import yaml
 
-from stages.errors import UserError
-from stages.params import load_params, validate
-from tests.conftest import REPO, run
+from causal_lm_data.build.params import load_params, validate
+from causal_lm_data.errors import UserError
+from tests.helpers import REPO, run
 
 DEFAULTS = yaml.safe_load((REPO / "params.yaml").read_text())
 

@@ -4,23 +4,7 @@ import json
 
 import datasets
 
-from tests.conftest import REPO, clone_repo, run
-from tests.test_download import write_imdb_like_repo
-
-OUTPUTS = ["data/raw", "data/tokenized", "data/grouped"]
-
-
-def files_of(repo):
-    return {
-        str(path.relative_to(repo)): path.read_bytes()
-        for folder in OUTPUTS + ["metrics"]
-        for path in sorted((repo / folder).rglob("*"))
-        if path.is_file()
-    }
-
-
-def metrics(repo, stage):
-    return json.loads((repo / "metrics" / f"{stage}.json").read_text())
+from tests.helpers import REPO, clone_repo, files_of, metrics, run, write_imdb_like_repo
 
 
 def test_repro_runs_offline_and_checks_lab1s_batch(built_repo):

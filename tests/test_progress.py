@@ -1,6 +1,6 @@
 import io
 
-from stages.progress import Progress
+from causal_lm_data.build.progress import Progress
 
 
 class Terminal(io.StringIO):

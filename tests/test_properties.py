@@ -4,6 +4,7 @@ import contextlib
 import copy
 import io
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -14,12 +15,13 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from causal_lm_data.build.command import run_stage
+from causal_lm_data.build.params import SCHEMA, validate
+from causal_lm_data.errors import UserError
+from causal_lm_data.format import read_table
+from causal_lm_data.tokenizer import load_tokenizer
 from stages import download, group, tokenize
-from stages.errors import UserError, run_stage
-from stages.params import SCHEMA, validate
-from stages.storage import read_table
-from stages.tokenizer import load_tokenizer
-from tests.conftest import REPO
+from tests.helpers import REPO, stage_command
 
 DEFAULTS = yaml.safe_load((REPO / "params.yaml").read_text())
 ANY_VALUE = st.one_of(
@@ -74,8 +76,10 @@ def reference_tokenizer():
 def run_in(folder: Path, stage) -> str | None:
     """Run a stage's main in `folder`; return its error line, or None when it succeeded."""
     stderr = io.StringIO()
-    previous = os.getcwd()
+    previous, arguments = os.getcwd(), sys.argv
     os.chdir(folder)
+    # The command line dvc.yaml gives the stage (python -m stages.NAME ...).
+    sys.argv = [stage.__name__, *stage_command(stage.__name__.split(".")[-1], folder)[3:]]
     try:
         with contextlib.redirect_stderr(stderr):
             run_stage(stage.main)
@@ -85,6 +89,7 @@ def run_in(folder: Path, stage) -> str | None:
         return stderr.getvalue()
     finally:
         os.chdir(previous)
+        sys.argv = arguments
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

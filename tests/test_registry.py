@@ -2,12 +2,12 @@
 
 import sys
 
-from tests.conftest import run
+from tests.helpers import run
 
 TRAIN = """
 import sys, torch
 from transformers import GPT2Config, GPT2LMHeadModel
-from stages.loader import make_dataloader
+from causal_lm_data.loader import make_dataloader
 
 torch.manual_seed(0)
 loader = make_dataloader(sys.argv[1], batch_size=4, seed=1)

@@ -10,14 +10,20 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from stages.errors import UserError
-from stages.inputs import Input, resolve_input
-from stages.sources import load_batches
-from stages.storage import read_table
-from tests.conftest import run
-from tests.test_configs import set_download_params, stage_error
-from tests.test_pipeline import metrics
-from tests.test_remotes import BUCKET, CREDENTIALS, _boto_credentials, s3  # noqa: F401 (s3 is a fixture)
+from causal_lm_data.build.inputs import Input, resolve_input
+from causal_lm_data.build.readers import load_batches
+from causal_lm_data.errors import UserError
+from causal_lm_data.format import read_table
+from tests.helpers import (
+    BUCKET,
+    CREDENTIALS,
+    _boto_credentials,
+    metrics,
+    run,
+    set_download_params,
+    stage_command,
+    stage_error,
+)
 
 KEY = "corpora/speeches.parquet"
 
@@ -82,7 +88,7 @@ def test_an_s3_url_with_the_endpoint_from_the_environment(repo_clone, s3, suffix
     }[suffix]
     etag = upload(s3, f"plain/corpus{suffix}", body.encode())
     set_download_params(repo_clone, dataset="local", local_path=f"s3://{BUCKET}/plain/corpus{suffix}")
-    run(["python", "-m", "stages.download"], cwd=repo_clone, AWS_ENDPOINT_URL=s3.url, **CREDENTIALS)
+    run(stage_command("download", repo_clone), cwd=repo_clone, AWS_ENDPOINT_URL=s3.url, **CREDENTIALS)
     assert read_table(repo_clone / "data/raw", "download").column("text").to_pylist() == texts
     assert metrics(repo_clone, "download")["version"] == f"remote: etag {etag}, recorded in dvc.lock"
 
@@ -100,7 +106,7 @@ def test_remote_mistakes_are_one_line(repo_clone, s3):
     }
     for url, message in cases.items():
         set_download_params(repo_clone, dataset="local", local_path=url)
-        result = run(["python", "-m", "stages.download"], cwd=repo_clone, check=False, **CREDENTIALS)
+        result = run(stage_command("download", repo_clone), cwd=repo_clone, check=False, **CREDENTIALS)
         assert result.returncode == 1 and result.stderr.startswith(message), result.stderr
         assert len(result.stderr.splitlines()) == 1
     # Through DVC, which checks the dependency before the stage runs: its own one-line errors.

@@ -2,73 +2,11 @@
 
 import hashlib
 import shutil
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import boto3
-import pytest
 
-from stages.loader import make_dataloader
-from tests.conftest import run
-from tests.test_pipeline import files_of
-
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-BUCKET = "team-lm-data"
-
-
-class MotoServer:
-    """moto's standalone S3 server on a loopback port; state lives in its memory."""
-
-    def __init__(self):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = None
-
-    def start(self):
-        executable = Path(sys.executable).parent / "moto_server"
-        self.process = subprocess.Popen(
-            [str(executable), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("moto_server did not start")
-        boto3.client("s3", endpoint_url=self.url, **_boto_credentials()).create_bucket(Bucket=BUCKET)
-
-    def stop(self):
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
-
-
-def _boto_credentials():
-    return {
-        "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        "region_name": CREDENTIALS["AWS_DEFAULT_REGION"],
-    }
-
-
-@pytest.fixture
-def s3():
-    server = MotoServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+from causal_lm_data.loader import make_dataloader
+from tests.helpers import BUCKET, CREDENTIALS, _boto_credentials, files_of, run
 
 
 def add_remote(repo, url, endpoint=None):

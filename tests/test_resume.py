@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from stages.group import group_split
-from stages.loader import BlockBatches, Permutation, make_dataloader
-from tests.conftest import REPO, run
-from tests.test_group import write_tokenized
+from causal_lm_data.build.grouped import group_split
+from causal_lm_data.loader import BlockBatches, Permutation, make_dataloader
+from tests.helpers import REPO, block_ids, run, write_tokenized
 
 BLOCK_SIZE = 16
 
@@ -30,15 +29,6 @@ def grouped(tmp_path_factory):
     return folder / "grouped"
 
 
-def block_ids(loader, batches) -> list[list[int]]:
-    """The first `batches` batches of `loader`, across epochs, as lists of block numbers (each block's first 4 ids)."""
-    seen = []
-    while len(seen) < batches:
-        for batch in loader:
-            seen.append([tuple(row[:4]) for row in batch["input_ids"].tolist()])
-            if len(seen) == batches:
-                break
-    return seen
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 5, 16, 17, 100, 1000, 4097])
@@ -83,8 +73,8 @@ def test_a_state_from_other_data_or_settings_is_refused(grouped):
 
 RESUME_SCRIPT = """
 import json, sys
-from stages.loader import make_dataloader
-from tests.test_resume import block_ids
+from causal_lm_data.loader import make_dataloader
+from tests.helpers import block_ids
 
 folder, mode, states, workers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 saved = json.load(open(states)) if mode == "resume" else {}
@@ -152,7 +142,7 @@ LIGHTNING_SCRIPT = """
 import json, os, signal, sys
 import lightning as L
 import torch
-from stages.loader import make_dataloader
+from causal_lm_data.loader import make_dataloader
 
 grouped, log, root, mode = sys.argv[1:5]
 

@@ -1,17 +1,16 @@
 """Nothing in the data runs or reaches the terminal raw; nothing is written outside the repo and temp."""
 
 import json
+import shlex
 import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stages.errors import printable
-from stages.tokenizer import load_tokenizer
-from tests.conftest import REPO, run
-from tests.test_bad_input import assert_clean_failure, stage_in
-from tests.test_silent_errors import local
+from causal_lm_data.errors import printable
+from causal_lm_data.tokenizer import load_tokenizer
+from tests.helpers import REPO, assert_clean_failure, local, run, stage_command, stage_in
 
 
 @pytest.mark.parametrize("column", ["\x1b]0;pwned\x07", "two\nlines", "\u202eevil", "bell\x07\x9b31m"])
@@ -61,7 +60,7 @@ def test_a_prompt_never_blocks_a_run(built_repo, tmp_path):
     params = params.replace("  local_path: inputs\n  # Hub tokenizers", f"  local_path: {tmp_path / 'evil'}\n  # Hub tokenizers")
     (tmp_path / "params.yaml").write_text(params)
     # `script` gives the stage a real terminal; "y" would answer a prompt if one were shown.
-    command = f"cd {tmp_path} && PYTHONPATH={REPO} python -m stages.tokenize"
+    command = f"cd {tmp_path} && PYTHONPATH={REPO} {shlex.join(stage_command('tokenize', tmp_path))}"
     result = run(["script", "-qec", command, "/dev/null"], cwd=tmp_path, check=False, input_text="y\n", timeout=60)
     assert result.returncode == 1 and "needs its own Python code" in result.stdout
     assert "[y/N]" not in result.stdout and not marker.exists()

@@ -11,9 +11,9 @@ import pytest
 from conftest import REPO, run
 from tokenizer_folders import mistral_v01
 
+from causal_lm_data.format import read_table
 from causal_lm_data.show import MARK, TEXT
-from stages.storage import read_table
-from stages.tokenizer import load_tokenizer
+from causal_lm_data.tokenizer import load_tokenizer
 
 SHOW = [sys.executable, "-m", "causal_lm_data", "show"]
 # Text that must never reach a terminal raw: a title change (OSC ... BEL), a bidi override,

@@ -10,16 +10,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stages.storage import read_table
-from tests.conftest import ENV, REPO, run
-from tests.test_bad_input import assert_clean_failure, stage_in, write_params
-from tests.test_download import write_imdb_like_repo
+from causal_lm_data.format import read_table
 from tests import tokenizer_folders
-from tests.test_pipeline import metrics
-
-
-def local(path):
-    return {"download__dataset": "local", "download__local_path": str(path)}
+from tests.helpers import (
+    ENV,
+    REPO,
+    assert_clean_failure,
+    local,
+    metrics,
+    run,
+    stage_command,
+    stage_in,
+    write_imdb_like_repo,
+    write_params,
+)
 
 
 def raw_texts(workdir):
@@ -142,7 +146,7 @@ def test_huge_max_length_keeps_the_plot_small(built_repo, tmp_path):
 
 def test_two_runs_of_one_stage_at_once(tmp_path):
     """The second is refused with one line while the first holds the output; the result is intact."""
-    from stages.sources import builtin_documents
+    from causal_lm_data.build.readers import builtin_documents
 
     (tmp_path / "corpus.txt").write_text("\n".join(list(builtin_documents()) * 3) + "\n")
     assert stage_in(tmp_path, "download", **local(tmp_path / "corpus.txt")).returncode == 0
@@ -151,7 +155,7 @@ def test_two_runs_of_one_stage_at_once(tmp_path):
     mistral = tokenizer_folders.mistral_v01(tmp_path / "mistral")
     write_params(tmp_path, tokenize__tokenizer="local", tokenize__local_path=str(mistral))
     env = {**ENV, "PYTHONPATH": str(REPO), "PIPELINE_WORKERS": "1"}
-    first = subprocess.Popen(["python", "-m", "stages.tokenize"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(stage_command("tokenize", tmp_path), cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     partial = tmp_path / "data" / ".tokenized.partial"
     deadline = time.monotonic() + 120
     while not partial.exists() and time.monotonic() < deadline:

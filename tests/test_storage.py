@@ -2,9 +2,10 @@ import datasets
 import pyarrow as pa
 import pytest
 
-from stages.errors import UserError
-from stages.outputs import replacing
-from stages.storage import read_batches, shard_name, shards, write_dataset
+from causal_lm_data.build.command import explain
+from causal_lm_data.build.writer import replacing, write_dataset
+from causal_lm_data.errors import UserError
+from causal_lm_data.format import read_batches, shard_name, shards
 
 DATA_FILE = shard_name(0, 1)
 
@@ -52,8 +53,10 @@ def test_corrupt_data_names_the_folder_and_the_stage(tmp_path, damage):
         data.write_bytes(content[:-100] + bytes([content[-100] ^ 0xFF]) + content[-99:])
     else:
         data.unlink()
-    with pytest.raises(UserError, match=r"corrupt or truncated.*dvc repro --force --single-item tokenize"):
+    with pytest.raises(UserError, match=r"corrupt or truncated.*the 'tokenize' stage") as error:
         list(read_batches(tmp_path / "out", stage="tokenize"))
+    # A stage command words it with the dvc command that rebuilds the folder.
+    assert explain(error.value).endswith("rebuild it with: dvc repro --force --single-item tokenize")
 
 
 def test_missing_folder_names_the_stage(tmp_path):

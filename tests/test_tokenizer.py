@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from stages.errors import UserError
-from stages.sources import builtin_documents
-from stages.tokenizer import PROBE, Encoder, load_encoder, load_tokenizer
+from causal_lm_data.build.readers import builtin_documents
+from causal_lm_data.errors import UserError
+from causal_lm_data.tokenizer import PROBE, Encoder, load_encoder, load_tokenizer
 from tests import tokenizer_folders
 
 
@@ -139,7 +139,7 @@ def test_unknown_tokenizer_is_a_one_line_error():
 def test_the_stage_stores_qwen_ids_as_uint32_and_puts_mistrals_bos_first(tmp_path):
     import datasets
 
-    from tests.test_bad_input import stage_in
+    from tests.helpers import stage_in
 
     texts = ["The Congress shall have power.", "Tokens past 65,535: 日本語のテキスト", "<|endoftext|> in the text"]
     (tmp_path / "corpus.txt").write_text("\n".join(texts) + "\n")

@@ -19,13 +19,73 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 
-from stages.errors import UserError, first_line, printable, quoted
-from stages.outputs import plain_name, rebuild_command, write_json
+from causal_lm_data.errors import UserError, first_line, printable, quoted
+
+
+class FolderError(UserError):
+    """A data folder that is missing, damaged, or not what the caller expected.
+
+    `problem` says what is wrong and `stage` names the pipeline stage that writes
+    the folder: the stage commands turn it into the dvc command that rebuilds it,
+    while a training job sees `fix` (or which stage to run again), never a dvc command.
+    """
+
+    def __init__(self, problem: str, stage: str, fix: str | None = None, missing: bool = False):
+        self.problem, self.stage, self.missing = problem, stage, missing
+        default = f"run the '{stage}' stage first" if missing else f"rebuild it with the '{stage}' stage"
+        super().__init__(f"{problem}; {fix or default}")
+
+
+def plain_name(name) -> bool:
+    """Whether `name` (read from a folder's own index) names a file or folder directly inside that folder."""
+    return isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+
+
+def split_names(folder, stage: str, fix: str | None = None) -> list[str]:
+    """The splits of a folder saved like a `datasets.DatasetDict`; [""] (the folder itself) otherwise.
+
+    Stages hold out a validation split only when asked, so Lab1's default output
+    stays a single dataset: `Path(folder) / ""` is the folder. dataset_dict.json
+    arrives with the data, so it is checked: a list of plain names, each once, none
+    a symlink (DVC links files, never folders). `stage` wrote the folder; `fix` says
+    how to repair a bad one (by default: rebuild it with that stage).
+    """
+    index = Path(folder) / "dataset_dict.json"
+    if not index.exists():
+        return [""]
+    try:
+        splits = json.loads(index.read_text())
+        splits = splits.get("splits") if isinstance(splits, dict) else None
+        if not isinstance(splits, list) or not splits:
+            raise ValueError('it must hold {"splits": [one name per split folder]}')
+        for position, name in enumerate(splits):
+            if not plain_name(name):
+                raise ValueError(f"split {quoted(name)} is not a plain folder name")
+            if name in splits[:position]:
+                raise ValueError(f"split {quoted(name)} is listed twice")
+            if Path(folder, name).is_symlink():
+                raise ValueError(f"split {quoted(name)} is a symlink, not a folder inside {folder}")
+    except (OSError, ValueError) as error:
+        raise FolderError(f"{index} is malformed ({first_line(error)})", stage, fix) from None
+    return splits
+
+
+def split_folder(folder, split: str | None, stage: str, fix: str | None = None) -> Path:
+    """The dataset folder of `split` ("train" by default) inside `folder`, written by `stage` (see split_names)."""
+    names = split_names(folder, stage, fix)
+    if names == [""]:
+        if split not in (None, "train"):
+            raise ValueError(f"{folder} has no '{split}' split; hold one out with download.validation_size")
+        return Path(folder)
+    split = split or "train"
+    if split not in names:
+        raise ValueError(f"{folder} has no '{split}' split; it has: {', '.join(names)}")
+    return Path(folder) / split
 
 
 def shard_name(index: int, count: int) -> str:
@@ -40,10 +100,7 @@ class Shard:
     sha256: str
     rows: int
     stage: str  # the stage that writes it, named in errors
-    fix: str | None = None  # how an error says to repair the folder; None: the dvc command rebuilding it
-
-    def how_to_fix(self) -> str:
-        return self.fix or rebuild_command(self.stage)
+    fix: str | None = None  # how an error says to repair the folder; None: rebuild it with `stage`
 
     def batches(self, verify: bool = True) -> pa.RecordBatchStreamReader:
         """Its record batches, streamed (each read into memory and freed after use).
@@ -57,103 +114,17 @@ class Shard:
         try:
             return pa.ipc.open_stream(pa.OSFile(str(self.path)))
         except (OSError, pa.ArrowException) as error:
-            raise _corrupt(self.path.parent, self.how_to_fix(), error) from None
+            raise _corrupt(self.path.parent, self, error) from None
 
     def verify(self) -> None:
         try:
-            if _file_hash(self.path) != self.sha256:
+            if file_hash(self.path) != self.sha256:
                 raise ValueError(f"{self.path.name} does not match the hash in state.json")
         except (OSError, ValueError) as error:
-            raise _corrupt(self.path.parent, self.how_to_fix(), error) from None
+            raise _corrupt(self.path.parent, self, error) from None
 
 
-def _feature(arrow_type: pa.DataType) -> dict:
-    """The `datasets` feature description of an Arrow type (the types our stages write)."""
-    if pa.types.is_fixed_size_list(arrow_type):
-        return {"feature": _feature(arrow_type.value_type), "length": arrow_type.list_size, "_type": "List"}
-    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
-        return {"feature": _feature(arrow_type.value_type), "_type": "List"}
-    return {"dtype": str(arrow_type), "_type": "Value"}
-
-
-def _with_features(schema: pa.Schema) -> pa.Schema:
-    features = {field.name: _feature(field.type) for field in schema}
-    return schema.with_metadata({"huggingface": json.dumps({"info": {"features": features}})})
-
-
-def write_shard(path, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> tuple[int, str]:
-    """Stream `batches` into one Arrow file; return its rows and sha256 (for `write_index`)."""
-    rows = 0
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, _with_features(schema)) as writer:
-        for batch in batches:
-            writer.write(batch)
-            rows += batch.num_rows
-    return rows, _file_hash(Path(path))
-
-
-def write_index(folder, schema: pa.Schema, shards: list[tuple[str, str, int]]) -> None:
-    """Write state.json and dataset_info.json for the shards [(file name, sha256, rows)] of `folder`, in order."""
-    features = {field.name: _feature(field.type) for field in schema}
-    info = {"citation": "", "description": "", "features": features, "homepage": "", "license": ""}
-    state = {
-        "_data_files": [{"filename": name, "rows": rows, "sha256": sha256} for name, sha256, rows in shards],
-        "_fingerprint": hashlib.sha256("".join(sha256 for _, sha256, _ in shards).encode()).hexdigest()[:16],
-        "_format_columns": None,
-        "_format_kwargs": {},
-        "_format_type": None,
-        "_output_all_columns": False,
-        "_split": None,
-    }
-    write_json(Path(folder) / "dataset_info.json", info)
-    write_json(Path(folder) / "state.json", state)
-
-
-def write_shards(folder, schema: pa.Schema, batches: Iterable[pa.RecordBatch], shard_bytes: int = 0, prefix: str = "") -> list[tuple[Path, str, int]]:
-    """Stream `batches` into consecutive unnamed shard files in `folder`; return each one's (path, sha256, rows).
-
-    With `shard_bytes`, a shard closes at the first batch boundary at or past that
-    many bytes of Arrow data, so shard boundaries depend only on the batches (the
-    input and the params), never on who writes them. 0: a single shard. At least
-    one shard is written. `name_shards` gives them their final names.
-    """
-    folder = Path(folder)
-    written: list[tuple[Path, str, int]] = []
-    batches = iter(batches)
-    pending = next(batches, None)
-    while pending is not None or not written:
-
-        def shard_batches() -> Iterator[pa.RecordBatch]:
-            nonlocal pending
-            size = 0
-            while pending is not None and (not shard_bytes or size < shard_bytes):
-                batch, pending = pending, next(batches, None)
-                size += batch.nbytes
-                yield batch
-
-        path = folder / f".shard{prefix}-{len(written):05d}.partial"
-        rows, sha256 = write_shard(path, schema, shard_batches())
-        written.append((path, sha256, rows))
-    return written
-
-
-def name_shards(folder, schema: pa.Schema, written: list[tuple[Path, str, int]]) -> int:
-    """Rename the shards `written` (in order) to data-XXXXX-of-YYYYY.arrow and index them; return the rows."""
-    names = []
-    for index, (path, sha256, rows) in enumerate(written):
-        name = shard_name(index, len(written))
-        Path(path).rename(Path(folder) / name)
-        names.append((name, sha256, rows))
-    write_index(folder, schema, names)
-    return sum(rows for _, _, rows in written)
-
-
-def write_dataset(folder, schema: pa.Schema, batches: Iterable[pa.RecordBatch], shard_bytes: int = 0) -> int:
-    """Stream `batches` into a new dataset folder, in shards of about `shard_bytes` (see write_shards); return the rows."""
-    Path(folder).mkdir(parents=True)
-    return name_shards(folder, schema, write_shards(folder, schema, batches, shard_bytes))
-
-
-def _file_hash(path: Path) -> str:
+def file_hash(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         while chunk := file.read(1 << 24):
@@ -169,11 +140,11 @@ def shards(folder, stage: str, fix: str | None = None) -> list[Shard]:
     and not a symlink leading out of the folder, except into the DVC cache of the
     repository holding it (`dvc config cache.type symlink` links every file there).
     Hardlinks, DVC's default here, are the files themselves. `fix` says how to
-    repair a bad folder; by default, the dvc command that rebuilds it.
+    repair a bad folder; by default: rebuild it with that stage.
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise UserError(f"{folder} does not exist; run the '{stage}' stage first: dvc repro {stage}")
+        raise FolderError(f"{folder} does not exist", stage, fix, missing=True)
     if not (folder / "state.json").exists():
         raise UserError(f"{folder} is not a dataset folder (no state.json); give the '{stage}' stage's output")
     try:
@@ -191,7 +162,7 @@ def shards(folder, stage: str, fix: str | None = None) -> list[Shard]:
             raise ValueError(f"{', '.join(map(quoted, missing))} is missing or not a file")
         return found
     except (OSError, ValueError, LookupError, TypeError) as error:
-        raise _corrupt(folder, fix or rebuild_command(stage), error) from None
+        raise FolderError(f"{folder} is corrupt or truncated ({first_line(error)})", stage, fix) from None
 
 
 def _listed_shard(folder: Path, entry, stage: str, fix: str | None) -> Shard:
@@ -221,25 +192,31 @@ def _check_inside(path: Path, folder: Path) -> None:
 
 @functools.cache
 def _dvc_cache(folder: Path) -> Path | None:
-    """The DVC cache directory of the repository holding `folder`, as DVC resolves it (None: no repository, or no dvc).
+    """The DVC cache folder of the repository holding `folder` (None: not in a DVC repository).
 
-    Asked only when a shard is a symlink leading out of its folder: importing dvc takes ~0.3 s.
+    Read from the repository's `.dvc/config` and `.dvc/config.local` (`[cache] dir`,
+    relative to `.dvc/`), as DVC resolves it, without importing DVC: the read side
+    loads none of the write side's packages.
     """
-    try:
-        from dvc.exceptions import DvcException
-        from dvc.repo import Repo
-    except ImportError:
+    import configparser
+
+    root = next((parent for parent in (folder, *folder.parents) if (parent / ".dvc").is_dir()), None)
+    if root is None:
         return None
-    try:
-        with Repo(Repo.find_root(str(folder))) as repo:
-            cache = repo.cache.local_cache_dir
-    except DvcException:
-        return None
-    return Path(cache).resolve() if cache else None
+    cache = root / ".dvc" / "cache"
+    for name in ("config", "config.local"):
+        config = configparser.ConfigParser()
+        try:
+            config.read(root / ".dvc" / name, encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError):
+            continue
+        if config.has_option("cache", "dir"):
+            cache = root / ".dvc" / config.get("cache", "dir").strip().strip("'\"")
+    return cache.resolve()
 
 
-def _corrupt(folder: Path, fix: str, error: Exception) -> UserError:
-    return UserError(f"{folder} is corrupt or truncated ({first_line(error)}); {fix}")
+def _corrupt(folder: Path, shard: "Shard", error: Exception) -> "FolderError":
+    return FolderError(f"{folder} is corrupt or truncated ({first_line(error)})", shard.stage, shard.fix)
 
 
 def read_batches(folder, stage: str) -> Iterator[pa.RecordBatch]:
@@ -265,11 +242,11 @@ def read_schema(folder, stage: str, fix: str | None = None) -> pa.Schema:
             with pa.OSFile(str(shard.path)) as source:
                 found = pa.ipc.open_stream(source).schema
         except (OSError, pa.ArrowException) as error:
-            raise _corrupt(shard.path.parent, shard.how_to_fix(), error) from None
+            raise _corrupt(shard.path.parent, shard, error) from None
         if schema is None:
             schema, first = found, shard.path.name
         elif not found.equals(schema):
-            raise mixed_shards(Path(folder), (first, describe(schema)), (shard.path.name, describe(found)), shard.how_to_fix())
+            raise mixed_shards(Path(folder), (first, describe(schema)), (shard.path.name, describe(found)), shard)
     return schema
 
 
@@ -277,9 +254,9 @@ def describe(schema: pa.Schema) -> str:
     return printable(", ".join(f"{field.name}: {field.type}" for field in schema))
 
 
-def mixed_shards(folder: Path, one: tuple[str, str], other: tuple[str, str], fix: str) -> UserError:
+def mixed_shards(folder: Path, one: tuple[str, str], other: tuple[str, str], shard: "Shard") -> "FolderError":
     """The error for a folder whose shards hold different columns or types: (name, description) of two of them."""
-    return UserError(f"{folder} mixes shards of different kinds ({one[0]} holds {one[1]}; {other[0]} holds {other[1]}); {fix}")
+    return FolderError(f"{folder} mixes shards of different kinds ({one[0]} holds {one[1]}; {other[0]} holds {other[1]})", shard.stage, shard.fix)
 
 
 def count_list_values(shard: Shard, column: str) -> int:
@@ -293,7 +270,7 @@ def count_list_values(shard: Shard, column: str) -> int:
             chunks = pa.ipc.open_stream(source).read_all().column(column).chunks
             return sum(int(chunk.offsets[-1].as_py()) - int(chunk.offsets[0].as_py()) for chunk in chunks if len(chunk))
     except (OSError, pa.ArrowException, KeyError) as error:
-        raise _corrupt(shard.path.parent, shard.how_to_fix(), error) from None
+        raise _corrupt(shard.path.parent, shard, error) from None
 
 
 @dataclass(frozen=True)
@@ -342,10 +319,10 @@ def map_blocks(shard: Shard) -> MappedBlocks:
         source.seek(0)
         whole = source.read_buffer()  # the whole map, without copying
     except (OSError, pa.ArrowException) as error:
-        raise _corrupt(shard.path.parent, shard.how_to_fix(), error) from None
+        raise _corrupt(shard.path.parent, shard, error) from None
     rows = sum(batch.num_rows for batch in batches)
     if rows != shard.rows:
-        raise _corrupt(shard.path.parent, shard.how_to_fix(), ValueError(f"{shard.path.name} has {rows} rows, state.json says {shard.rows}"))
+        raise _corrupt(shard.path.parent, shard, ValueError(f"{shard.path.name} has {rows} rows, state.json says {shard.rows}"))
     id_type = schema.field(column).type
     block_size, dtype = id_type.list_size, np.dtype(str(id_type.value_type))
 
@@ -390,7 +367,3 @@ def as_numpy(values: pa.Array) -> np.ndarray:
     return np.frombuffer(values.buffers()[1], dtype=dtype, count=len(values), offset=values.offset * dtype.itemsize)
 
 
-def from_numpy(values: np.ndarray) -> pa.Array:
-    """A zero-copy Arrow array of a 1-D numpy array (pa.array would import pandas)."""
-    values = np.ascontiguousarray(values)
-    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])

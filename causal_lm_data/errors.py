@@ -39,11 +39,12 @@ def os_failure(error: OSError) -> UserError | None:
     return UserError(f"{error.filename or 'a file'}: {fix}")
 
 
-def run_stage(main) -> None:
-    """Run a stage's `main()`, turning a UserError or an environment failure into `error: ...` and exit 1.
+def run_command(main, explain=str) -> None:
+    """Run a command's `main()`, turning a UserError or an environment failure into `error: ...` and exit 1.
 
-    Every message is escaped: one built from data (a column name, a document) prints
-    as one line, with its control characters visible but inert.
+    `explain(error)` words a UserError (the stage commands add the dvc command that
+    mends a broken data folder). Every message is escaped: one built from data (a
+    column name, a document) prints as one line, its control characters visible but inert.
     """
     try:
         main()
@@ -54,7 +55,7 @@ def run_stage(main) -> None:
         print(f"error: {printable(str(failure))}", file=sys.stderr)
         sys.exit(1)
     except UserError as error:
-        print(f"error: {printable(str(error))}", file=sys.stderr)
+        print(f"error: {printable(explain(error))}", file=sys.stderr)
         sys.exit(1)
 
 

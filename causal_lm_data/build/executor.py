@@ -16,7 +16,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterator, Sequence
 
-from stages.errors import UserError
+from causal_lm_data.errors import UserError
 
 # A Dask cluster whose workers are all gone would leave the stage waiting forever:
 # with no worker for this long, the stage fails (workers that start late are fine).

@@ -15,8 +15,8 @@ from typing import Iterator, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stages.errors import UserError, first_line
-from stages.inputs import Input, hub_commit
+from causal_lm_data.build.inputs import Input, hub_commit
+from causal_lm_data.errors import UserError, first_line
 
 BUILTIN_CORPUS = "sotu-paragraphs"
 # `datasets` builders for local files, by ending (compared in lower case), and the

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.errors import UserError, first_line
+from causal_lm_data.errors import UserError, first_line
 
 LOCAL = "local"
 DEFAULT_REVISION = "main"

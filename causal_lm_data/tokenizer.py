@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.errors import UserError, first_line
+from causal_lm_data.errors import UserError, first_line
 
 BUILTIN_TOKENIZERS = ("distilgpt2", "gpt2")
 EOS_TOKEN = "<|endoftext|>"

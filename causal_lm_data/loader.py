@@ -1,6 +1,6 @@
 """The API training code imports: a PyTorch DataLoader over data/grouped.
 
-    from stages.loader import make_dataloader
+    from causal_lm_data.loader import make_dataloader
     loader = make_dataloader("data/grouped", batch_size=8)
     for batch in loader:
         loss = model(**batch).loss  # input_ids and labels: int64 (8, block_size)
@@ -24,9 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from stages.errors import UserError, quoted
-from stages.outputs import split_folder
-from stages.storage import Shard, map_blocks, mixed_shards, shards
+from causal_lm_data.errors import UserError, quoted
+from causal_lm_data.format import Shard, map_blocks, mixed_shards, shards, split_folder
 
 # This repository's data/grouped, so training code run from any directory finds it.
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "data" / "grouped"
@@ -61,10 +60,10 @@ class Blocks(Dataset):
         kinds = [_kind(shard) for shard in self.shards]
         other = next((i for i, kind in enumerate(kinds) if kind != kinds[0]), None)
         if other is not None:  # a batch spanning both would wrap ids or misplace blocks
-            raise mixed_shards(self.path, (found[0].path.name, kinds[0]), (found[other].path.name, kinds[other]), REBUILD)
+            raise mixed_shards(self.path, (found[0].path.name, kinds[0]), (found[other].path.name, kinds[other]), found[0])
         self.block_size = self.shards[0].block_size
         if position_ids and self.shards[0].offsets is None:
-            raise UserError(f"{self.path} records no document starts (written before they were); rebuild it with: dvc repro --force group")
+            raise UserError(f"{self.path} records no document starts (written before they were); rebuild it with the group stage")
         # One row per record batch of every shard (~2,500 at 10 B tokens): where its blocks start
         # in the folder's numbering, its shard, and where its data starts in that shard's map.
         first_blocks = np.cumsum([0] + [len(shard) for shard in self.shards])

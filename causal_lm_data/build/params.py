@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from stages.errors import UserError
+from causal_lm_data.errors import UserError
 
 PARAMS_FILE = Path("params.yaml")
 

@@ -22,5 +22,11 @@ class Progress:
             self.bar.set_postfix_str(f"{self.tokens / elapsed / 1e6:,.1f}M tokens/s", refresh=False)
         self.bar.update(documents)
 
+    def counted(self, tables):
+        """Pass `tables` through, counting their rows as documents."""
+        for table in tables:
+            yield table
+            self.update(table.num_rows)
+
     def close(self) -> None:
         self.bar.close()

@@ -1,0 +1,42 @@
+"""What every stage command shares: its command line, and errors worded with the dvc command that mends them."""
+
+import argparse
+import os
+
+from causal_lm_data.errors import run_command
+from causal_lm_data.format import FolderError
+
+
+def explain(error) -> str:
+    """A stage's one-line error; a broken input folder names the dvc command that rebuilds it.
+
+    Under `foreach`, stages are named `stage@corpus`: the folder's stage is then the
+    one of the same corpus as the stage running (DVC_STAGE).
+    """
+    if not isinstance(error, FolderError):
+        return str(error)
+    stage = error.stage
+    running = os.environ.get("DVC_STAGE", "")
+    if "@" in running and "@" not in stage:
+        stage += running[running.index("@") :]
+    if error.missing:
+        return f"{error.problem}; run the '{stage}' stage first: dvc repro {stage}"
+    return f"{error.problem}; rebuild it with: dvc repro --force --single-item {stage}"
+
+
+def run_stage(main) -> None:
+    """Run a stage command's main() (see causal_lm_data.errors.run_command)."""
+    run_command(main, explain)
+
+
+def arguments(description: str, *paths: str) -> argparse.Namespace:
+    """The command line every stage takes: --params SECTION, then its input and output paths as options.
+
+    dvc.yaml writes every path on the command line, so one stage definition can
+    serve several corpora (`foreach`), and no path is written in the Python.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--params", required=True, help="the section of params.yaml this stage reads (dotted)")
+    for path in paths:
+        parser.add_argument(f"--{path}", required=True)
+    return parser.parse_args()

@@ -1,0 +1,254 @@
+"""Helpers the tests share: running the pipeline's commands, writing small inputs and folders, a local S3 server."""
+
+import itertools
+import json
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from causal_lm_data.build.writer import write_index, write_shard
+from causal_lm_data.format import shard_name
+
+# No machine running the tests reaches the Hugging Face Hub: fail at once instead of retrying.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+REPO = Path(__file__).resolve().parents[1]
+# dvc, python and pytest of the environment running the tests, whatever PATH says.
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def run(args, cwd, check=True, input_text=None, timeout=None, **env) -> subprocess.CompletedProcess:
+    """Run a command in `cwd`, returning its output; fail the test with its stderr if check."""
+    result = subprocess.run(
+        args, cwd=cwd, env={**ENV, "PYTHONPATH": str(cwd), **env}, capture_output=True, text=True,
+        input=input_text, timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        pytest.fail(f"{' '.join(map(str, args))} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def stage_command(stage: str, workdir) -> list[str]:
+    """The command of `stage` as dvc.yaml writes it, with its ${params} filled from workdir's params.yaml."""
+    command = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["cmd"]
+    params = yaml.safe_load((Path(workdir) / "params.yaml").read_text()) if (Path(workdir) / "params.yaml").exists() else {}
+
+    words = []
+    for word in shlex.split(command):
+        if word.startswith("${") and word.endswith("}"):
+            found = params
+            for key in word[2:-1].split("."):
+                found = found[key]
+            word = str(found)
+        words.append(word)
+    return words
+
+
+def clone_repo(destination: Path) -> Path:
+    """A git clone of this repository carrying the working tree (tracked and new files), committed.
+
+    In CI the working tree is a clean clone, so this is exactly `git clone`.
+    """
+    run(["git", "clone", "-q", str(REPO), str(destination)], cwd=REPO)
+    tracked = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO).stdout.split("\0")
+    for name in filter(None, tracked):
+        source = REPO / name
+        if source.is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+    # dvc exp run commits too: give the clone an identity even where git has none configured.
+    run(["git", "config", "user.name", "test"], cwd=destination)
+    run(["git", "config", "user.email", "test@example.com"], cwd=destination)
+    run(["git", "add", "-A"], cwd=destination)
+    run(["git", "commit", "-qm", "working tree", "--allow-empty"], cwd=destination)
+    return destination
+
+
+DEFAULTS = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def write_params(workdir, **changes) -> None:
+    """params.yaml in workdir: the defaults with `section__key=value` changes."""
+    params = {section: dict(values) for section, values in DEFAULTS.items()}
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        params[section][key] = value
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def stage_in(workdir, stage, **changes):
+    """Run one stage's command (as dvc.yaml writes it) in workdir, with params.yaml changed as given."""
+    write_params(workdir, **changes)
+    return run(stage_command(stage, workdir), cwd=workdir, check=False, PYTHONPATH=str(REPO))
+
+
+def assert_clean_failure(result, workdir, output, message):
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert message in lines[0]
+    assert not (workdir / output).exists()
+    assert not list((workdir / "data").glob(".*partial*")) if (workdir / "data").exists() else True
+
+
+OUTPUTS = ["data/raw", "data/tokenized", "data/grouped"]
+
+
+def files_of(repo):
+    return {
+        str(path.relative_to(repo)): path.read_bytes()
+        for folder in OUTPUTS + ["metrics"]
+        for path in sorted((repo / folder).rglob("*"))
+        if path.is_file()
+    }
+
+
+def metrics(repo, stage):
+    return json.loads((repo / "metrics" / f"{stage}.json").read_text())
+
+
+def write_imdb_like_repo(root, texts):
+    """A folder laid out like the Hub's IMDB dataset repository."""
+    (root / "plain_text").mkdir(parents=True)
+    (root / "README.md").write_text(
+        "---\nconfigs:\n- config_name: plain_text\n  data_files:\n"
+        "  - split: train\n    path: plain_text/train-*\n  - split: test\n    path: plain_text/test-*\n---\n"
+    )
+    labels = [i % 2 for i in range(len(texts))]
+    pq.write_table(pa.table({"text": texts, "label": labels}), root / "plain_text" / "train-00000-of-00001.parquet")
+    pq.write_table(pa.table({"text": ["test review"], "label": [0]}), root / "plain_text" / "test-00000-of-00001.parquet")
+    return root
+
+
+def write_tokenized(folder, documents, shard_sizes, batch_rows):
+    """A data/tokenized-like folder: `documents` in shards of `shard_sizes` documents, record batches of `batch_rows`."""
+    folder.mkdir(parents=True)
+    schema = pa.schema([("input_ids", pa.list_(pa.uint16()))])
+    bounds = np.cumsum([0, *shard_sizes])
+    files = []
+    for index, (low, high) in enumerate(zip(bounds[:-1], bounds[1:])):
+        batches = [
+            pa.record_batch([pa.array(documents[i : min(i + batch_rows, high)], pa.list_(pa.uint16()))], schema=schema)
+            for i in range(low, high, batch_rows)
+        ]
+        name = shard_name(index, len(shard_sizes))
+        rows, sha256 = write_shard(folder / name, schema, batches)
+        files.append((name, sha256, rows))
+    write_index(folder, schema, files)
+
+
+def local(path):
+    return {"download__dataset": "local", "download__local_path": str(path)}
+
+
+def block_ids(loader, batches) -> list[list[int]]:
+    """The first `batches` batches of `loader`, across epochs, as lists of block numbers (each block's first 4 ids)."""
+    seen = []
+    while len(seen) < batches:
+        for batch in loader:
+            seen.append([tuple(row[:4]) for row in batch["input_ids"].tolist()])
+            if len(seen) == batches:
+                break
+    return seen
+
+
+def write_tokens(folder, documents, id_type=None, shard_sizes=None):
+    """A data/tokenized-like folder of `documents` (lists of ids, uint16 by default) in shards of `shard_sizes` documents."""
+    folder.mkdir(parents=True)
+    id_type = id_type or pa.uint16()
+    schema = pa.schema([("input_ids", pa.list_(id_type))])
+    bounds = np.cumsum([0, *(shard_sizes or [len(documents)])])
+    files = []
+    for index, (low, high) in enumerate(itertools.pairwise(bounds)):
+        name = shard_name(index, len(bounds) - 1)
+        batch = pa.record_batch([pa.array(documents[low:high], pa.list_(id_type))], schema=schema)
+        rows, sha256 = write_shard(folder / name, schema, [batch])
+        files.append((name, sha256, rows))
+    write_index(folder, schema, files)
+
+
+def documents(first_id=0, count=40):
+    return [list(range(first_id + i, first_id + i + 20)) for i in range(count)]
+
+
+def set_download_params(repo, **values):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["download"].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def stage_error(repo, **values):
+    set_download_params(repo, **values)
+    result = run(stage_command("download", repo), cwd=repo, check=False)
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1, result.stderr
+    return result.stderr
+
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+BUCKET = "team-lm-data"
+
+
+class MotoServer:
+    """moto's standalone S3 server on a loopback port; state lives in its memory."""
+
+    def __init__(self):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = None
+
+    def start(self):
+        executable = Path(sys.executable).parent / "moto_server"
+        self.process = subprocess.Popen(
+            [str(executable), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("moto_server did not start")
+        boto3.client("s3", endpoint_url=self.url, **_boto_credentials()).create_bucket(Bucket=BUCKET)
+
+    def stop(self):
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+def _boto_credentials():
+    return {
+        "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        "region_name": CREDENTIALS["AWS_DEFAULT_REGION"],
+    }
+
+
+@pytest.fixture
+def s3():
+    server = MotoServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
