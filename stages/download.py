@@ -4,11 +4,12 @@ Writes data/raw (one `text` column; empty documents are skipped and counted; wit
 download.validation_size, `train` and `validation` splits) and metrics/download.json.
 The default corpus is built in and needs no network.
 
-Local parquet (a file, or a folder laid out like a Hub dataset repository whose
-split is parquet files) is converted in parallel: consecutive row groups of about
-download.shard_mb make one task (`convert_row_groups`, a pure function any executor
-runs), so its shards depend only on the files and the params. Other sources stream
-through one process.
+A local corpus (a file, or a folder read whole: stages.sources.local_files) is
+converted in parallel: consecutive row groups of parquet, or consecutive other files
+(JSON lines, text, CSV, compressed or not), of about download.shard_mb make one task
+(`convert_task`, a pure function any executor runs), so its shards depend only on
+the files and the params. The built-in corpus and Hub datasets stream through one
+process.
 """
 
 import shutil
@@ -22,42 +23,72 @@ import pyarrow.compute as pc
 
 from stages.errors import UserError, run_stage
 from stages.executor import map_shards, worker_count
+from stages.formats import estimated_bytes, format_of
 from stages.inputs import resolve_input
 from stages.outputs import replacing, write_json, write_split_names
 from stages.params import load_params
 from stages.progress import Progress
-from stages.sources import BUILTIN_CORPUS, load_batches, local_parquet_files, parquet_batches, parquet_row_groups
-from stages.storage import as_numpy, name_shards, read_batches, write_dataset, write_shards
+from stages.sources import (
+    BUILTIN_CORPUS,
+    file_batches,
+    load_batches,
+    local_files,
+    parquet_batches,
+    parquet_row_groups,
+)
+from stages.storage import (
+    as_numpy,
+    name_shards,
+    read_batches,
+    write_dataset,
+    write_shards,
+)
 
 SCHEMA = pa.schema([("text", pa.string())])
 PIECE_BYTES = 8 << 20  # text per record batch at most: 8 MB (or 1/8 of a shard), so shards stay near their size
 
 
-def text_of(batch: pa.Table, text_column: str, first_row: int = 0) -> tuple[pa.Array, int]:
+def text_column_of(batch: pa.Table, text_column: str, where: str = "") -> pa.ChunkedArray:
+    """The column `text_column`, or the field it names in a struct column (`content.body`) when no column has that name."""
+    if text_column in batch.column_names:
+        return batch.column(text_column)
+    first, *fields = text_column.split(".")
+    if fields and first in batch.column_names:
+        column = batch.column(first)
+        for depth, field in enumerate(fields):
+            if not pa.types.is_struct(column.type) or column.type.get_field_index(field) < 0:
+                inside = ".".join([first, *fields[:depth]])
+                names = [column.type.field(i).name for i in range(column.type.num_fields)] if pa.types.is_struct(column.type) else []
+                found = f"its fields: {', '.join(names)}" if names else f"it holds {column.type}"
+                raise UserError(f"{where}'{inside}' has no field '{field}' ({found}); set download.text_column")
+            column = pc.struct_field(column, field)  # a null struct gives a null field
+        return column
+    raise UserError(f"{where}no column '{text_column}'; set download.text_column to one of: {', '.join(batch.column_names)}")
+
+
+def text_of(batch: pa.Table, text_column: str, first_row: int = 0, where: str = "") -> tuple[pa.Array, int]:
     """The non-empty documents of `batch[text_column]` as strings, and how many were empty.
 
-    A dictionary-encoded text column (pandas' `category`) is decoded; text that is
-    not valid UTF-8 is refused here, naming its row (counted from `first_row`), so
-    it never reaches the tokenizer.
+    A dictionary-encoded text column (pandas' `category`) is decoded, and so are
+    large and view strings (Polars' own); text that is not valid UTF-8 is refused
+    here, naming its row (counted from `first_row`), so it never reaches the
+    tokenizer. `where` ("path: ") starts every error.
     """
-    if text_column not in batch.column_names:
-        raise UserError(
-            f"no column '{text_column}'; set download.text_column to one of: {', '.join(batch.column_names)}"
-        )
-    column = batch.column(text_column)
+    column = text_column_of(batch, text_column, where)
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
-    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        raise UserError(f"column '{text_column}' holds {column.type}, not text; set download.text_column")
+    text_types = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+    if not any(is_text(column.type) for is_text in text_types):
+        raise UserError(f"{where}column '{text_column}' holds {column.type}, not text; set download.text_column")
     if column.null_count:
-        raise UserError(f"column '{text_column}' has {column.null_count} missing (null) documents; fill or drop them")
+        raise UserError(f"{where}column '{text_column}' has {column.null_count} missing (null) documents; fill or drop them")
     column = column.combine_chunks().cast(pa.string())
-    _require_utf8(column, text_column, first_row)
+    _require_utf8(column, text_column, first_row, where)
     not_empty = pc.greater(pc.binary_length(column), 0)
     return column.filter(not_empty), len(column) - pc.sum(not_empty).as_py()
 
 
-def _require_utf8(column: pa.Array, text_column: str, first_row: int) -> None:
+def _require_utf8(column: pa.Array, text_column: str, first_row: int, where: str) -> None:
     try:
         column.validate(full=True)
     except pa.ArrowInvalid:
@@ -66,7 +97,7 @@ def _require_utf8(column: pa.Array, text_column: str, first_row: int) -> None:
                 value.decode("utf-8")
             except UnicodeDecodeError as error:
                 raise UserError(
-                    f"column '{text_column}' row {first_row + row:,} is not valid UTF-8 (byte {error.start}); "
+                    f"{where}column '{text_column}' row {first_row + row:,} is not valid UTF-8 (byte {error.start}); "
                     "re-encode the corpus as UTF-8"
                 ) from None
         raise
@@ -117,11 +148,11 @@ def _masked(batches: Iterator[pa.RecordBatch], mask: np.ndarray) -> Iterator[pa.
             yield kept
 
 
-def cleaned_pieces(tables: Iterable[pa.Table], text_column: str, counts: dict, shard_bytes: int, first_row: int = 0) -> Iterator[pa.RecordBatch]:
+def cleaned_pieces(tables: Iterable[pa.Table], text_column: str, counts: dict, shard_bytes: int, first_row: int = 0, where: str = "") -> Iterator[pa.RecordBatch]:
     """The non-empty documents of `tables` as record batches of at most PIECE_BYTES of text; adds to `counts`."""
     rows = first_row
     for table in tables:
-        texts, empty = text_of(table, text_column, first_row=rows)
+        texts, empty = text_of(table, text_column, first_row=rows, where=where)
         rows += table.num_rows
         counts["documents"] += len(texts)
         counts["characters"] += pc.sum(pc.utf8_length(texts)).as_py() or 0
@@ -140,53 +171,116 @@ class RowGroupTask:
 
     path: str
     row_groups: tuple[int, ...]
-    first_row: int  # the corpus' row number of the first one, for error messages
+    first_row: int  # the file's row number of the first one, for error messages
     target: str
     text_column: str
     shard_bytes: int  # where its shards are cut: download.shard_mb, or an equal part of one larger row group
     name: str  # orders the shards it writes among all tasks
 
 
+@dataclass(frozen=True)
+class FileRunTask:
+    """Consecutive local files that are not parquet (many small ones, or one large), converted into unnamed shards of `target`."""
+
+    paths: tuple[str, ...]
+    target: str
+    text_column: str
+    shard_bytes: int  # download.shard_mb, or an equal part of one larger file
+    name: str
+
+
 def convert_row_groups(task: RowGroupTask) -> dict:
     """Clean one task's documents into unnamed shards (cut at shard_bytes); return them and the counts."""
     counts = new_counts()
     tables = parquet_batches(Path(task.path), task.row_groups)
-    pieces = cleaned_pieces(tables, task.text_column, counts, task.shard_bytes, task.first_row)
+    pieces = cleaned_pieces(tables, task.text_column, counts, task.shard_bytes, task.first_row, where=f"{task.path}: ")
     shards = write_shards(task.target, SCHEMA, pieces, task.shard_bytes, prefix=task.name)
     return {"shards": shards, "counts": counts}
 
 
-def row_group_tasks(files: list[Path], target: Path, text_column: str, shard_bytes: int) -> list[RowGroupTask]:
-    """Per file, one task per run of consecutive row groups of at most shard_bytes (uncompressed; a larger one alone)."""
+def convert_file_run(task: FileRunTask) -> dict:
+    """Clean the documents of a run of files, in order, into unnamed shards that pack them (cut at shard_bytes)."""
+    counts = new_counts()
+
+    def pieces() -> Iterator[pa.RecordBatch]:
+        for path in task.paths:
+            tables = file_batches(Path(path), task.text_column)
+            yield from cleaned_pieces(tables, task.text_column, counts, task.shard_bytes, where=f"{path}: ")
+
+    shards = write_shards(task.target, SCHEMA, pieces(), task.shard_bytes, prefix=task.name)
+    return {"shards": shards, "counts": counts}
+
+
+def convert_task(task: RowGroupTask | FileRunTask) -> dict:
+    return convert_row_groups(task) if isinstance(task, RowGroupTask) else convert_file_run(task)
+
+
+def _cut(size: int, shard_bytes: int) -> int:
+    """Where a task of `size` bytes cuts its shards: shard_bytes if it fits one, else equal parts of at most that."""
+    return shard_bytes if size <= shard_bytes else -(-size // -(-size // shard_bytes))
+
+
+def row_group_tasks(path: Path, number: int, target: Path, text_column: str, shard_bytes: int) -> list[RowGroupTask]:
+    """One task per run of consecutive row groups of at most shard_bytes (uncompressed; a larger one alone).
+
+    A row group larger than a shard is cut into equal parts, not a full shard and a
+    sliver; a run that fits is cut at shard_bytes (its footer size only estimates its text).
+    """
     tasks, rows = [], 0
-    for number, path in enumerate(files):
-        group, size, first_row = [], 0, rows
+    group, size, first_row = [], 0, 0
 
-        def close() -> None:
-            # A row group larger than a shard is cut into equal parts, not a full shard and a sliver;
-            # a run that fits is cut at shard_bytes (its footer size only estimates its text).
-            cut = shard_bytes if size <= shard_bytes else -(-size // -(-size // shard_bytes))
-            name = f"-{number:05d}-{group[0]:06d}"
-            tasks.append(RowGroupTask(str(path), tuple(group), first_row, str(target), text_column, cut, name))
+    def close() -> None:
+        name = f"-{number:05d}-{group[0]:06d}"
+        tasks.append(RowGroupTask(str(path), tuple(group), first_row, str(target), text_column, _cut(size, shard_bytes), name))
 
-        for index, (group_rows, group_bytes) in enumerate(parquet_row_groups(path)):
-            if group and size + group_bytes > shard_bytes:
-                close()
-                group, size, first_row = [], 0, rows
-            group.append(index)
-            size += group_bytes
-            rows += group_rows
-        if group:
+    for index, (group_rows, group_bytes) in enumerate(parquet_row_groups(path)):
+        if group and size + group_bytes > shard_bytes:
             close()
+            group, size, first_row = [], 0, rows
+        group.append(index)
+        size += group_bytes
+        rows += group_rows
+    if group:
+        close()
     return tasks
 
 
-def convert_parquet(files: list[Path], folder: Path, text_column: str, shard_bytes: int, counts: dict, progress: Progress) -> None:
-    """Convert local parquet files' row groups in parallel (stages.executor) into the dataset folder `folder`."""
+def local_tasks(files: list[Path], target: Path, text_column: str, shard_bytes: int) -> list[RowGroupTask | FileRunTask]:
+    """The tasks that convert local files, in file order: row groups of parquet, runs of other files packed to shard_bytes.
+
+    A run holds consecutive files while their text (its size as the file records it,
+    or estimated: stages.formats.estimated_bytes) fits one shard, so 5,000 small
+    files make a few shards, not 5,000; a parquet file or a full run starts the next.
+    """
+    tasks, run, run_bytes = [], [], 0
+
+    def close_run() -> None:
+        if run:
+            name = f"-{run[0][0]:05d}-000000"
+            tasks.append(FileRunTask(tuple(str(path) for _, path in run), str(target), text_column, _cut(run_bytes, shard_bytes), name))
+
+    for number, path in enumerate(files):
+        if format_of(path) == ".parquet":
+            close_run()
+            run, run_bytes = [], 0
+            tasks += row_group_tasks(path, number, target, text_column, shard_bytes)
+            continue
+        size = estimated_bytes(path)
+        if run and run_bytes + size > shard_bytes:
+            close_run()
+            run, run_bytes = [], 0
+        run.append((number, path))
+        run_bytes += size
+    close_run()
+    return tasks
+
+
+def convert_files(files: list[Path], folder: Path, text_column: str, shard_bytes: int, counts: dict, progress: Progress) -> None:
+    """Convert local files in parallel (stages.executor) into the dataset folder `folder`, in file order."""
     folder.mkdir(parents=True)
-    tasks = row_group_tasks(files, folder.resolve(), text_column, shard_bytes)
+    tasks = local_tasks(files, folder.resolve(), text_column, shard_bytes)
     written = []
-    for result in map_shards(convert_row_groups, tasks):
+    for result in map_shards(convert_task, tasks):
         for key, value in result["counts"].items():
             counts[key] += value
         progress.update(result["counts"]["documents"] + result["counts"]["empty_documents_skipped"])
@@ -203,17 +297,22 @@ def main() -> None:
     worker_count()  # a bad PIPELINE_WORKERS fails now
     shard_bytes = params["shard_mb"] << 20
     source = resolve_input("download", "dataset", params, builtins=[BUILTIN_CORPUS])
-    parquet_files = local_parquet_files(source, params["split"])
-    batches, version = load_batches(source, params["split"])
+    local = local_files(source, params["split"], params["data_files"])
     counts = new_counts()
-    rows = sum(rows for path in parquet_files for rows, _ in parquet_row_groups(path)) if parquet_files else None
+    if local:
+        version = "local: hashed in dvc.lock"
+        parquet = all(format_of(path) == ".parquet" for path in local.files)
+        rows = sum(rows for path in local.files for rows, _ in parquet_row_groups(path)) if parquet else None
+    else:
+        batches, version = load_batches(source, params["split"])
+        rows = None
     progress = Progress("download", total=rows)
 
     with replacing("data/raw") as output:
         # With a validation split, every document is written once, then divided.
         everything = output / "all" if params["validation_size"] else output
-        if parquet_files:
-            convert_parquet(parquet_files, everything, params["text_column"], shard_bytes, counts, progress)
+        if local:
+            convert_files(local.files, everything, params["text_column"], shard_bytes, counts, progress)
         else:
             def counted(tables):
                 for table in tables:
@@ -232,6 +331,8 @@ def main() -> None:
             write_split_names(output, ["train", "validation"])
             shutil.rmtree(everything)
             counts["validation_documents"] = int(mask.sum())
+        if local:  # which files were read, and which were not (README.md, LICENSE...): none silently
+            counts |= {"files": len(local.files), "files_not_read": local.not_data}
         # Inside `replacing`: if the metrics cannot be written, no new data/raw appears either.
         write_json("metrics/download.json", {**counts, "source": f"{source.name} ({source.describe()})", "version": version})
     print(f"download: {counts['documents']:,} documents, {counts['characters']:,} characters -> data/raw")
