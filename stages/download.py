@@ -166,112 +166,82 @@ def new_counts() -> dict:
 
 
 @dataclass(frozen=True)
-class RowGroupTask:
-    """Consecutive row groups of a local parquet file, converted into unnamed shards of `target`."""
+class FilePart:
+    """A local file, or some consecutive row groups of a parquet one."""
 
     path: str
-    row_groups: tuple[int, ...]
-    first_row: int  # the file's row number of the first one, for error messages
-    target: str
-    text_column: str
-    shard_bytes: int  # where its shards are cut: download.shard_mb, or an equal part of one larger row group
-    name: str  # orders the shards it writes among all tasks
+    row_groups: tuple[int, ...] | None  # None: the whole file
+    first_row: int  # the file's row number of its first row, for error messages
 
 
 @dataclass(frozen=True)
-class FileRunTask:
-    """Consecutive local files that are not parquet (many small ones, or one large), converted into unnamed shards of `target`."""
+class ConvertTask:
+    """Consecutive parts of the local files, converted in order into unnamed shards of `target`."""
 
-    paths: tuple[str, ...]
+    parts: tuple[FilePart, ...]
     target: str
     text_column: str
-    shard_bytes: int  # download.shard_mb, or an equal part of one larger file
-    name: str
+    shard_bytes: int  # where its shards are cut: download.shard_mb, or an equal part of one larger part
+    name: str  # orders the shards it writes among all tasks
 
 
-def convert_row_groups(task: RowGroupTask) -> dict:
+def convert_task(task: ConvertTask) -> dict:
     """Clean one task's documents into unnamed shards (cut at shard_bytes); return them and the counts."""
-    counts = new_counts()
-    tables = parquet_batches(Path(task.path), task.row_groups)
-    pieces = cleaned_pieces(tables, task.text_column, counts, task.shard_bytes, task.first_row, where=f"{task.path}: ")
-    shards = write_shards(task.target, SCHEMA, pieces, task.shard_bytes, prefix=task.name)
-    return {"shards": shards, "counts": counts}
-
-
-def convert_file_run(task: FileRunTask) -> dict:
-    """Clean the documents of a run of files, in order, into unnamed shards that pack them (cut at shard_bytes)."""
     counts = new_counts()
 
     def pieces() -> Iterator[pa.RecordBatch]:
-        for path in task.paths:
-            tables = file_batches(Path(path), task.text_column)
-            yield from cleaned_pieces(tables, task.text_column, counts, task.shard_bytes, where=f"{path}: ")
+        for part in task.parts:
+            path = Path(part.path)
+            tables = file_batches(path, task.text_column) if part.row_groups is None else parquet_batches(path, part.row_groups)
+            yield from cleaned_pieces(tables, task.text_column, counts, task.shard_bytes, part.first_row, where=f"{path}: ")
 
     shards = write_shards(task.target, SCHEMA, pieces(), task.shard_bytes, prefix=task.name)
     return {"shards": shards, "counts": counts}
 
 
-def convert_task(task: RowGroupTask | FileRunTask) -> dict:
-    return convert_row_groups(task) if isinstance(task, RowGroupTask) else convert_file_run(task)
-
-
-def _cut(size: int, shard_bytes: int) -> int:
-    """Where a task of `size` bytes cuts its shards: shard_bytes if it fits one, else equal parts of at most that."""
-    return shard_bytes if size <= shard_bytes else -(-size // -(-size // shard_bytes))
-
-
-def row_group_tasks(path: Path, number: int, target: Path, text_column: str, shard_bytes: int) -> list[RowGroupTask]:
-    """One task per run of consecutive row groups of at most shard_bytes (uncompressed; a larger one alone).
-
-    A row group larger than a shard is cut into equal parts, not a full shard and a
-    sliver; a run that fits is cut at shard_bytes (its footer size only estimates its text).
-    """
-    tasks, rows = [], 0
-    group, size, first_row = [], 0, 0
-
-    def close() -> None:
-        name = f"-{number:05d}-{group[0]:06d}"
-        tasks.append(RowGroupTask(str(path), tuple(group), first_row, str(target), text_column, _cut(size, shard_bytes), name))
-
+def _units(path: Path) -> Iterator[tuple[FilePart, int]]:
+    """The units of work of one file and the bytes of text each holds: parquet row groups, or the whole file."""
+    if format_of(path) != ".parquet":
+        yield FilePart(str(path), None, 0), estimated_bytes(path)
+        return
+    rows = 0
     for index, (group_rows, group_bytes) in enumerate(parquet_row_groups(path)):
-        if group and size + group_bytes > shard_bytes:
-            close()
-            group, size, first_row = [], 0, rows
-        group.append(index)
-        size += group_bytes
+        yield FilePart(str(path), (index,), rows), group_bytes
         rows += group_rows
-    if group:
-        close()
-    return tasks
 
 
-def local_tasks(files: list[Path], target: Path, text_column: str, shard_bytes: int) -> list[RowGroupTask | FileRunTask]:
-    """The tasks that convert local files, in file order: row groups of parquet, runs of other files packed to shard_bytes.
+def local_tasks(files: list[Path], target: Path, text_column: str, shard_bytes: int) -> list[ConvertTask]:
+    """Tasks of consecutive units (row groups of parquet, other files whole) holding at most shard_bytes of text.
 
-    A run holds consecutive files while their text (its size as the file records it,
-    or estimated: stages.formats.estimated_bytes) fits one shard, so 5,000 small
-    files make a few shards, not 5,000; a parquet file or a full run starts the next.
+    Runs span files, so 5,000 small files make a few shards, not 5,000. A unit larger
+    than a shard is a task alone, cut into equal parts rather than full shards and a
+    sliver; a run that fits is cut at shard_bytes (a parquet footer's size and a
+    compressed file's recorded or estimated size (stages.formats.estimated_bytes)
+    only estimate the text). Tasks depend on the files and shard_bytes alone.
     """
     tasks, run, run_bytes = [], [], 0
 
-    def close_run() -> None:
-        if run:
-            name = f"-{run[0][0]:05d}-000000"
-            tasks.append(FileRunTask(tuple(str(path) for _, path in run), str(target), text_column, _cut(run_bytes, shard_bytes), name))
+    def close() -> None:
+        parts = []  # consecutive row groups of one file make one part
+        for _, part in run:
+            if parts and part.row_groups and parts[-1].path == part.path:
+                parts[-1] = FilePart(part.path, parts[-1].row_groups + part.row_groups, parts[-1].first_row)
+            else:
+                parts.append(part)
+        cut = shard_bytes if run_bytes <= shard_bytes else -(-run_bytes // -(-run_bytes // shard_bytes))
+        number, first = run[0]
+        name = f"-{number:05d}-{(first.row_groups or (0,))[0]:06d}"
+        tasks.append(ConvertTask(tuple(parts), str(target), text_column, cut, name))
 
     for number, path in enumerate(files):
-        if format_of(path) == ".parquet":
-            close_run()
-            run, run_bytes = [], 0
-            tasks += row_group_tasks(path, number, target, text_column, shard_bytes)
-            continue
-        size = estimated_bytes(path)
-        if run and run_bytes + size > shard_bytes:
-            close_run()
-            run, run_bytes = [], 0
-        run.append((number, path))
-        run_bytes += size
-    close_run()
+        for unit, size in _units(path):
+            if run and run_bytes + size > shard_bytes:
+                close()
+                run, run_bytes = [], 0
+            run.append((number, unit))
+            run_bytes += size
+    if run:
+        close()
     return tasks
 
 

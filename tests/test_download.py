@@ -132,14 +132,15 @@ def test_a_parquet_file_converts_in_parallel_into_the_same_shards(tmp_path, monk
     assert read_table(tmp_path / "raw-2", "download").column("text").to_pylist() == [d for d in documents if d]
     assert counts[0]["empty_documents_skipped"] == documents.count("")
     # The last row group (1,750 documents, ~6.9 shards of text) is cut in 7 equal parts, not 6 shards and a sliver.
-    from stages.download import row_group_tasks
+    from stages.download import local_tasks
     from stages.sources import parquet_row_groups
 
-    tasks = row_group_tasks(path, 0, tmp_path, "text", 64 << 10)
+    tasks = local_tasks([path], tmp_path, "text", 64 << 10)
     sizes = [size for _, size in parquet_row_groups(path)]
-    assert tasks[-1].row_groups == (4,) and 6 * (64 << 10) < sizes[4] < 7 * (64 << 10) and tasks[-1].shard_bytes == -(-sizes[4] // 7)
+    assert [part.row_groups for part in tasks[-1].parts] == [(4,)]
+    assert 6 * (64 << 10) < sizes[4] < 7 * (64 << 10) and tasks[-1].shard_bytes == -(-sizes[4] // 7)
     # Runs that fit are cut at the shard size itself, not at their footer's estimate of it.
-    fitting = [task for task in tasks if sum(sizes[i] for i in task.row_groups) <= 64 << 10]
+    fitting = [task for task in tasks if sum(sizes[i] for i in task.parts[0].row_groups) <= 64 << 10]
     assert fitting and all(task.shard_bytes == 64 << 10 for task in fitting)
 
 
