@@ -107,9 +107,8 @@ def main() -> None:
         f"jsonl.zst + jsonl.gz ({args.files} files)": bench(jsonl, args.work / "repo-jsonl", args.runs),
     }
     base = next(iter(results.values()))
-    texts = {name: result["raw_bytes"] for name, result in results.items()}
     print(f"{date.today()} {platform.machine()}, {os.cpu_count()} cores, PIPELINE_WORKERS={os.environ.get('PIPELINE_WORKERS', 'all')}, "
-          f"medians of {args.runs}; data/raw {'identical in size' if len(set(texts.values())) == 1 else 'sizes differ'}")
+          f"medians of {args.runs}")
     print("| corpus | files | on disk (MB) | documents | download (s) | vs parquet | peak RSS (MiB) | dvc repro --force (s) | vs parquet |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, r in results.items():

@@ -191,14 +191,36 @@ def json_batches(path: Path, text_column: str) -> Iterator[pa.Table]:
         raise _reading_failure(path, error) or error from None
 
 
-def _line_records(stream: BinaryIO, path: Path) -> Iterator[tuple[str, object]]:
-    for number, line in enumerate(stream, 1):
-        if number == 1 and line.startswith(_BOM):
-            line = line[len(_BOM):]
+def _lines(stream: BinaryIO, path: Path) -> Iterator[str]:
+    """The lines of a stream without their \\n, decoded as strict UTF-8 a block of whole lines at a time."""
+    tail, number = b"", 0
+    while True:
+        chunk = stream.read(_READ_BYTES)
+        data = tail + chunk
+        if not data:
+            return
+        cut = data.rfind(b"\n") if chunk else len(data)
+        if cut < 0:  # no line ends in this chunk yet
+            tail = data
+            continue
+        block, tail = data[:cut], data[cut + 1 :]
+        if number == 0 and block.startswith(_BOM):
+            block = block[len(_BOM) :]
         try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise UserError(f"{path} line {number:,} is not valid UTF-8 (byte {error.start}); re-encode the corpus as UTF-8") from None
+            lines = block.decode("utf-8").split("\n")
+        except UnicodeDecodeError:  # name the line: decode them one by one
+            for offset, line in enumerate(block.split(b"\n"), number + 1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise UserError(f"{path} line {offset:,} is not valid UTF-8 (byte {error.start}); re-encode the corpus as UTF-8") from None
+            raise
+        number += len(lines)
+        yield from lines
+
+
+def _line_records(stream: BinaryIO, path: Path) -> Iterator[tuple[str, object]]:
+    for number, text in enumerate(_lines(stream, path), 1):
         if not text.strip(_JSON_WHITESPACE):
             continue  # a blank line holds no record
         try:

@@ -20,7 +20,10 @@ from stages.errors import UserError, first_line
 LOCAL = "local"
 DEFAULT_REVISION = "main"
 # File endings that mark a value as a path, never a Hub id.
-PATH_SUFFIXES = {".parquet", ".csv", ".json", ".jsonl", ".txt", ".arrow", ".model", ".tiktoken"}
+PATH_SUFFIXES = {
+    ".parquet", ".csv", ".json", ".jsonl", ".ndjson", ".txt", ".arrow", ".model", ".tiktoken",
+    ".gz", ".zst", ".zstd", ".bz2", ".xz",
+}
 
 
 @dataclass(frozen=True)

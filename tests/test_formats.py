@@ -13,7 +13,7 @@ import zstandard
 
 from stages.download import text_of
 from stages.errors import UserError
-from stages.inputs import Input
+from stages.inputs import Input, resolve_input
 from stages.sources import load_batches
 from stages.storage import shards
 from tests.conftest import REPO, run
@@ -97,6 +97,17 @@ def test_zstd_files_of_many_frames_and_json_arrays(tmp_path):
     assert read_local(tmp_path / "array.json.gz") == TRICKY
 
 
+def test_json_lines_across_read_blocks(tmp_path):
+    """Lines longer than a read block (1 MB), a last line without its newline, an error far into the file."""
+    texts = documents(40_000, "many") + ["y" * (3 << 20), "last"]
+    data = jsonl(texts)[:-1]  # no newline after the last record
+    (tmp_path / "corpus.jsonl.gz").write_bytes(gzip.compress(data))
+    assert read_local(tmp_path / "corpus.jsonl.gz") == texts
+    (tmp_path / "bad.jsonl").write_bytes(jsonl(texts[:40_000]) + b'{"text": "\xff"}\n')
+    with pytest.raises(UserError, match="bad.jsonl line 40,001 is not valid UTF-8"):
+        read_local(tmp_path / "bad.jsonl")
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
@@ -133,6 +144,12 @@ def test_broken_compressed_files_are_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "zstandard", None)  # as where the package is not installed
     with pytest.raises(UserError, match="reading .*pile.jsonl.zst needs the `zstandard` package: pip install -r requirements.txt"):
         read_local(tmp_path / "pile.jsonl.zst")
+
+
+@pytest.mark.parametrize("value", ["c4-train.00000-of-01024.json.gz", "pile.jsonl.zst", "wiki.ndjson", "dump.txt.xz"])
+def test_a_compressed_file_given_as_a_dataset_name_is_a_path(value):
+    with pytest.raises(UserError, match=f"set download.dataset=local and download.local_path={value}"):
+        resolve_input("download", "dataset", {"dataset": value, "local_path": "inputs", "revision": "main"}, builtins=[])
 
 
 def test_a_json_error_stops_the_stage_in_one_line(tmp_path):
