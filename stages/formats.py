@@ -102,8 +102,10 @@ def estimated_bytes(path: Path) -> int:
             file.seek(-4, io.SEEK_END)  # ISIZE: the last member's size modulo 4 GiB
             return max(int.from_bytes(file.read(4), "little"), size)
         if compression == "zstd":
-            import zstandard
-
+            try:
+                import zstandard
+            except ImportError:  # the reader says what to install
+                return size * COMPRESSION_RATIO
             recorded = zstandard.frame_content_size(file.read(18))
             if recorded > 0:
                 return max(recorded, size)

@@ -144,6 +144,9 @@ def test_broken_compressed_files_are_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "zstandard", None)  # as where the package is not installed
     with pytest.raises(UserError, match="reading .*pile.jsonl.zst needs the `zstandard` package: pip install -r requirements.txt"):
         read_local(tmp_path / "pile.jsonl.zst")
+    from stages.download import local_tasks
+
+    assert len(local_tasks([tmp_path / "pile.jsonl.zst"], tmp_path, "text", 1 << 20)) == 1  # planned, then refused by the reader
 
 
 @pytest.mark.parametrize("value", ["c4-train.00000-of-01024.json.gz", "pile.jsonl.zst", "wiki.ndjson", "dump.txt.xz"])
@@ -270,6 +273,10 @@ def test_data_files_globs_are_checked(tmp_path):
         read_local(folder / "a.parquet", data_files=["*"])
     result = stage_in(tmp_path, "download", download__data_files="*.parquet", **local(folder))
     assert_clean_failure(result, tmp_path, "data/raw", "'download.data_files' must be list, got '*.parquet'")
+    write_parquet(tmp_path / "elsewhere.parquet", ["outside"])
+    (folder / "link.parquet").symlink_to(tmp_path / "elsewhere.parquet")
+    with pytest.raises(UserError, match="link.parquet links outside .*corpus; copy the file into the folder instead"):
+        read_local(folder)
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "README.md").write_text("# nothing yet\n")
     with pytest.raises(UserError, match="cannot load dataset .* it holds no data files"):
