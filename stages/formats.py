@@ -127,16 +127,16 @@ def _reading_failure(path: Path, error: Exception) -> UserError | None:
     return None
 
 
-def _table(column: str, texts: list[str], wheres: list[str], path: Path) -> pa.Table:
+def _table(column: str, texts: list[str], numbers: list[int], path: Path, unit: str) -> pa.Table:
     try:
         return pa.table({column: pa.array(texts, pa.string())})
     except UnicodeEncodeError:  # a lone surrogate escape ("\ud800") is no UTF-8 text
-        for text, where in zip(texts, wheres):
+        for text, number in zip(texts, numbers):
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:
                 raise UserError(
-                    f"{path} {where}: its text holds a lone surrogate (\\ud800-\\udfff), which is not "
+                    f"{path} {unit} {number:,}: its text holds a lone surrogate (\\ud800-\\udfff), which is not "
                     "UTF-8 text; fix the record"
                 ) from None
         raise
@@ -177,16 +177,21 @@ def json_batches(path: Path, text_column: str) -> Iterator[pa.Table]:
         with open_binary(path) as stream:
             head = stream.peek(64)[:64] if hasattr(stream, "peek") else b""
             head = head[len(_BOM):] if head.startswith(_BOM) else head
-            records = _array_records(stream, path) if head.lstrip(b" \t\r\n").startswith(b"[") else _line_records(stream, path)
-            texts, wheres = [], []
-            for where, record in records:
-                texts.append(_text(record, text_column, keys, path, where))
-                wheres.append(where)
+            array = head.lstrip(b" \t\r\n").startswith(b"[")
+            records, unit = (_array_records(stream, path), "record") if array else (_line_records(stream, path), "line")
+            texts, numbers = [], []
+            for number, record in records:
+                # The common case, a top-level string field, costs one lookup; _text decides every other.
+                value = record.get(text_column) if record.__class__ is dict else None
+                if value.__class__ is not str:
+                    value = _text(record, text_column, keys, path, f"{unit} {number:,}")
+                texts.append(value)
+                numbers.append(number)
                 if len(texts) == BATCH_DOCUMENTS:
-                    yield _table(text_column, texts, wheres, path)
-                    texts, wheres = [], []
+                    yield _table(text_column, texts, numbers, path, unit)
+                    texts, numbers = [], []
             if texts:
-                yield _table(text_column, texts, wheres, path)
+                yield _table(text_column, texts, numbers, path, unit)
     except UserError:
         raise
     except Exception as error:
@@ -221,19 +226,20 @@ def _lines(stream: BinaryIO, path: Path) -> Iterator[str]:
         yield from lines
 
 
-def _line_records(stream: BinaryIO, path: Path) -> Iterator[tuple[str, object]]:
+def _line_records(stream: BinaryIO, path: Path) -> Iterator[tuple[int, object]]:
+    loads = json.loads
     for number, text in enumerate(_lines(stream, path), 1):
-        if not text.strip(_JSON_WHITESPACE):
-            continue  # a blank line holds no record
         try:
-            record = json.loads(text)
+            record = loads(text)
         except ValueError as error:
+            if not text.strip(_JSON_WHITESPACE):
+                continue  # a blank line holds no record
             reason = getattr(error, "msg", str(error))
             raise UserError(f"{path} line {number:,} is not a JSON record ({reason}); one record per line") from None
-        yield f"line {number:,}", record
+        yield number, record
 
 
-def _array_records(stream: BinaryIO, path: Path) -> Iterator[tuple[str, object]]:
+def _array_records(stream: BinaryIO, path: Path) -> Iterator[tuple[int, object]]:
     """The elements of one JSON array, decoded one at a time from a growing window of the file."""
     decoder = json.JSONDecoder()
     utf8 = codecs.getincrementaldecoder("utf-8-sig")("strict")
@@ -280,7 +286,7 @@ def _array_records(stream: BinaryIO, path: Path) -> Iterator[tuple[str, object]]
             continue
         state["position"] = end
         state["read"] = _READ_BYTES
-        yield f"record {number:,}", record
+        yield number, record
         separator = next_character()
         state["position"] += 1
         if separator == "]":
