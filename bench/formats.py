@@ -8,8 +8,9 @@ paragraph's words by k, so no copy repeats another's text), written as `--files`
 JSON lines files (Dolma-like records: id, text, metadata), half `.jsonl.zst` and
 half `.jsonl.gz`, and as one parquet file (pyarrow's defaults). Each is read by the
 download stage alone and by a whole `dvc repro --force` in a git clone of this
-repository, `--runs` times; prints the medians as a markdown table and writes
-bench/out/formats.json. Offline: nothing is downloaded.
+repository, `--runs` times. Then the built-in corpus spread over `--small-files`
+parquet files is downloaded and tokenized (shards packed, not one per file). Prints
+the medians and writes bench/out/formats.json. Offline: nothing is downloaded.
 """
 
 import argparse
@@ -67,6 +68,29 @@ def write_corpora(folder: Path, copies: int, files: int) -> tuple[Path, Path]:
     return jsonl, parquet
 
 
+def write_small_files(folder: Path, files: int) -> Path:
+    """The built-in corpus spread evenly over `files` parquet files (about 5 documents, 2.4 KB of text each for 5,000)."""
+    texts = list(builtin_documents())
+    folder.mkdir(parents=True)
+    for number in range(files):
+        part = texts[number * len(texts) // files : (number + 1) * len(texts) // files]
+        pq.write_table(pa.table({"text": pa.array(part, pa.string())}), folder / f"part-{number:05d}.parquet")
+    return folder
+
+
+def bench_small_files(corpus: Path, work: Path, runs: int) -> dict:
+    """Download then tokenize a folder of many small files: seconds (medians) and shards."""
+    repo = clone(work, corpus)
+    download = [measure([sys.executable, "-m", "stages.download"], repo)[0] for _ in range(runs)]
+    tokenize = [measure([sys.executable, "-m", "stages.tokenize"], repo)[0] for _ in range(runs)]
+    return {
+        "files": sum(1 for _ in corpus.iterdir()),
+        "download_s": round(statistics.median(download), 2),
+        "tokenize_s": round(statistics.median(tokenize), 2),
+        "raw_shards": len(list((repo / "data" / "raw").glob("*.arrow"))),
+    }
+
+
 def size_mb(path: Path) -> float:
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     return sum(p.stat().st_size for p in files) / 1e6
@@ -97,6 +121,7 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=10)
     parser.add_argument("--files", type=int, default=50)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--small-files", type=int, default=5_000)
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "lm-data-bench-formats")
     args = parser.parse_args()
     if args.work.exists():
@@ -106,6 +131,7 @@ def main() -> None:
         "parquet (1 file)": bench(parquet, args.work / "repo-parquet", args.runs),
         f"jsonl.zst + jsonl.gz ({args.files} files)": bench(jsonl, args.work / "repo-jsonl", args.runs),
     }
+    small = bench_small_files(write_small_files(args.work / "corpora" / "small", args.small_files), args.work / "repo-small", args.runs)
     base = next(iter(results.values()))
     print(f"{date.today()} {platform.machine()}, {os.cpu_count()} cores, PIPELINE_WORKERS={os.environ.get('PIPELINE_WORKERS', 'all')}, "
           f"medians of {args.runs}")
@@ -116,8 +142,11 @@ def main() -> None:
             f"| {name} | {r['files']} | {r['disk_mb']} | {r['documents']:,} | {r['download_s']} | "
             f"{r['download_s'] / base['download_s']:.2f}x | {r['download_rss_mib']} | {r['repro_s']} | {r['repro_s'] / base['repro_s']:.2f}x |"
         )
+    print(f"\n{small['files']:,} small parquet files (the built-in corpus): {small['raw_shards']} shard(s) in data/raw, "
+          f"download {small['download_s']} s, tokenize {small['tokenize_s']} s")
     OUT.mkdir(exist_ok=True)
-    (OUT / "formats.json").write_text(json.dumps({"date": str(date.today()), "args": vars(args) | {"work": str(args.work)}, "results": results}, indent=1) + "\n")
+    report = {"date": str(date.today()), "args": vars(args) | {"work": str(args.work)}, "results": results, "small_files": small}
+    (OUT / "formats.json").write_text(json.dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":

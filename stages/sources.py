@@ -103,9 +103,10 @@ def _datasets_batches(name: str, path: str, split: str, **options) -> Iterator[p
 
 
 # Files of a local folder that are not data, never read: the dataset card and legal
-# notes (by name before the first dot: LICENSE.txt too), and the Hub's metadata files.
+# notes (by name before the first dot: LICENSE.txt too), and the files datasets
+# itself ignores in a repository (its FILES_TO_IGNORE: Hub metadata, config.json).
 NOT_DATA_NAMES = {"readme", "license", "licence", "copying", "notice", "citation", "authors", "changelog"}
-NOT_DATA_FILES = {"dataset_infos.json", "dataset_info.json", "dataset_dict.json"}
+NOT_DATA_FILES = {"dataset_infos.json", "dataset_info.json", "dataset_dict.json", "config.json", "dummy_data.zip"}
 NOT_DATA_ENDINGS = {".md", ".rst", ".cff", ".bib"}
 DATA_FORMATS = (".parquet", ".csv", ".jsonl", ".ndjson", ".json", ".txt")
 SHOWN_FILES = 3  # files named in an error, before "(N in all)"

@@ -210,13 +210,14 @@ def test_a_folder_of_mixed_formats_is_read_whole_in_sorted_order(tmp_path):
     (folder / "README.md").write_text("# my corpus\n")
     (folder / "LICENSE.txt").write_text("CC-BY\n")
     (folder / "dataset_infos.json").write_text("{}\n")
+    (folder / "config.json").write_text('{"version": 1}\n')
     (folder / ".gitattributes").write_text("*.parquet filter=lfs\n")
     result = stage_in(tmp_path, "download", **local(folder))
     assert result.returncode == 0, result.stderr
     assert raw_texts(tmp_path) == parts["a.parquet"] + parts["b/c.jsonl"] + parts["b/d.parquet"]
     recorded = metrics(tmp_path, "download")
     assert recorded["documents"] == 3_000 and recorded["files"] == 3
-    assert recorded["files_not_read"] == ["LICENSE.txt", "README.md", "dataset_infos.json"]
+    assert recorded["files_not_read"] == ["LICENSE.txt", "README.md", "config.json", "dataset_infos.json"]
 
 
 @pytest.mark.parametrize(
