@@ -297,8 +297,8 @@ def test_many_small_parquet_files_are_packed_into_few_shards(tmp_path):
     assert raw_texts(tmp_path) == texts
 
 
-def test_a_folder_of_compressed_files_converts_identically_with_1_and_2_workers(tmp_path):
-    """120 files of every format and compression, in nested folders: the same shards whatever the worker count."""
+def test_a_folder_of_compressed_files_converts_identically_with_1_and_2_workers_and_on_dask(tmp_path):
+    """120 files of every format and compression, in nested folders: the same shards for 1 and 2 processes and on Dask."""
     folder = tmp_path / "corpus"
     expected = {}
     for number in range(120):
@@ -314,14 +314,20 @@ def test_a_folder_of_compressed_files_converts_identically_with_1_and_2_workers(
             compression = {0: "gzip", 1: "zstd", 3: "xz", 5: None}[kind]
             (folder / name).write_bytes(COMPRESSORS[compression](jsonl(texts)))
         expected[name] = texts
+    from tests.test_scale import dask_cluster
+
     outputs = []
-    for workers in ("1", "2"):
+    for workers in ("1", "2", "dask"):
         work = tmp_path / f"work-{workers}"
         work.mkdir()
         write_params(work, download__dataset="local", download__local_path=str(folder), download__shard_mb=1)
-        run(["python", "-m", "stages.download"], cwd=work, PYTHONPATH=str(REPO), PIPELINE_WORKERS=workers)
+        if workers == "dask":  # file runs are tasks on a cluster too
+            with dask_cluster(work, pythonpath=REPO) as address:
+                run(["python", "-m", "stages.download"], cwd=work, PYTHONPATH=str(REPO), PIPELINE_DASK_SCHEDULER=address)
+        else:
+            run(["python", "-m", "stages.download"], cwd=work, PYTHONPATH=str(REPO), PIPELINE_WORKERS=workers)
         outputs.append({path.name: path.read_bytes() for path in (work / "data" / "raw").iterdir()})
-    assert outputs[0] == outputs[1]
+    assert outputs[0] == outputs[1] == outputs[2]
     assert len(shards(tmp_path / "work-2" / "data" / "raw", "download")) >= 2  # 2 MB of text: tasks run in parallel
     assert raw_texts(tmp_path / "work-2") == [text for name in sorted(expected) for text in expected[name]]
     assert metrics(tmp_path / "work-2", "download")["files"] == 120
