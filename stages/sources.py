@@ -189,7 +189,7 @@ def _split_files(root: Path, config: str | None, listed: list[str]) -> tuple[dic
         base = root.resolve() / values.get("data_dir", "")
         patterns = sanitize_patterns(values["data_files"]) if values.get("data_files") else get_data_patterns(str(base))
         files = DataFilesDict.from_patterns(patterns, base_path=str(base))
-        return {split: [Path(file).resolve().relative_to(root.resolve()).as_posix() for file in listed] for split, listed in files.items()}
+        return {split: [Path(file).resolve().relative_to(root.resolve()).as_posix() for file in found] for split, found in files.items()}
 
     if not configs:
         chosen = resolved({})
