@@ -175,8 +175,8 @@ def json_batches(path: Path, text_column: str) -> Iterator[pa.Table]:
     keys = text_column.split(".")
     try:
         with open_binary(path) as stream:
-            head = stream.peek(64)[:64] if hasattr(stream, "peek") else b""
-            head = head[len(_BOM):] if head.startswith(_BOM) else head
+            head = stream.peek(_READ_BYTES)  # what is buffered: enough to see past leading whitespace
+            head = head[len(_BOM) :] if head.startswith(_BOM) else head
             array = head.lstrip(b" \t\r\n").startswith(b"[")
             records, unit = (_array_records(stream, path), "record") if array else (_line_records(stream, path), "line")
             texts, numbers = [], []
