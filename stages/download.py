@@ -3,25 +3,27 @@
     python -m stages.download --params download --output data/raw --metrics metrics/download.json
 
 Empty documents are skipped and counted; with validation_size, the raw folder holds
-`train` and `validation` splits. Readers are causal_lm_data.build.readers', the
-work per shard causal_lm_data.build.raw's. The default corpus is built in and
-needs no network.
+`train` and `validation` splits. A local corpus (a file, or a folder read whole) is
+converted in parallel, files and parquet row groups being the units of work; the
+built-in corpus, remote files and Hub datasets stream through one process. Readers
+are causal_lm_data.build.readers', the work per shard causal_lm_data.build.raw's.
 """
 
 import shutil
 
 from causal_lm_data.build.command import arguments, run_stage
 from causal_lm_data.build.executor import worker_count
+from causal_lm_data.build.formats import format_of
 from causal_lm_data.build.inputs import resolve_input
 from causal_lm_data.build.params import load_params
 from causal_lm_data.build.progress import Progress
-from causal_lm_data.build.raw import SCHEMA, cleaned_pieces, convert_parquet, held_out, masked, new_counts
+from causal_lm_data.build.raw import SCHEMA, cleaned_pieces, convert_files, held_out, masked, new_counts
 from causal_lm_data.build.readers import (
     BUILTIN_CORPUS,
     dataset_options,
     describe_options,
     load_batches,
-    local_parquet_files,
+    local_files,
     parquet_row_groups,
 )
 from causal_lm_data.build.writer import replacing, write_dataset, write_json, write_split_names
@@ -36,17 +38,22 @@ def main() -> None:
     shard_bytes = params["shard_mb"] << 20
     source = resolve_input(args.params, "dataset", params, builtins=[BUILTIN_CORPUS], urls=True)
     options = dataset_options(source, params)
-    parquet_files = local_parquet_files(source, params["split"], **options)
-    batches, version = load_batches(source, params["split"], **options)
+    local = local_files(source, params["split"], params["data_files"], options.get("name"), options.get("data_dir"))
     counts = new_counts()
-    rows = sum(rows for path in parquet_files for rows, _ in parquet_row_groups(path)) if parquet_files else None
+    if local:
+        version = "local: hashed in dvc.lock"
+        parquet = all(format_of(path) == ".parquet" for path in local.files)
+        rows = sum(rows for path in local.files for rows, _ in parquet_row_groups(path)) if parquet else None
+    else:
+        batches, version = load_batches(source, params["split"], params["text_column"], **options)
+        rows = None
     progress = Progress("download", total=rows)
 
     with replacing(args.output) as output:
         # With a validation split, every document is written once, then divided.
         everything = output / "all" if params["validation_size"] else output
-        if parquet_files:
-            convert_parquet(parquet_files, everything, params["text_column"], shard_bytes, counts, progress)
+        if local:
+            convert_files(local.files, everything, params["text_column"], shard_bytes, counts, progress)
         else:
             pieces = cleaned_pieces(progress.counted(batches), params["text_column"], counts, shard_bytes)
             write_dataset(everything, SCHEMA, pieces, shard_bytes)
@@ -60,6 +67,8 @@ def main() -> None:
             write_split_names(output, ["train", "validation"])
             shutil.rmtree(everything)
             counts["validation_documents"] = int(mask.sum())
+        if local:  # which files were read, and which were not (README.md, LICENSE...): none silently
+            counts |= {"files": len(local.files), "files_not_read": local.not_data}
         # Inside `replacing`: if the metrics cannot be written, no new output appears either.
         described = f"{source.name} ({source.describe()}{describe_options(options)})"
         write_json(args.metrics, {**counts, "source": described, "version": version})

@@ -1,5 +1,6 @@
 """Helpers the tests share: running the pipeline's commands, writing small inputs and folders, a local S3 server."""
 
+import contextlib
 import itertools
 import json
 import os
@@ -19,7 +20,7 @@ import pytest
 import yaml
 
 from causal_lm_data.build.writer import write_index, write_shard
-from causal_lm_data.format import shard_name
+from causal_lm_data.format import read_table, shard_name
 
 # No machine running the tests reaches the Hugging Face Hub: fail at once instead of retrying.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -252,3 +253,47 @@ def s3():
         yield server
     finally:
         server.stop()
+
+
+def raw_texts(workdir):
+    return read_table(workdir / "data" / "raw", "download").column("text").to_pylist()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def dask_cluster(workdir: Path, pythonpath: Path, workers: int = 2):
+    """A real Dask scheduler and `workers` worker processes, all on 127.0.0.1."""
+    port, dashboard = free_port(), free_port()
+    env = {**ENV, "PYTHONPATH": str(pythonpath), "TMPDIR": str(workdir)}
+    binaries = Path(sys.executable).parent
+    processes = [
+        subprocess.Popen(
+            [binaries / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+             "--dashboard-address", f"127.0.0.1:{dashboard}", "--no-show"],
+            cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+    ]
+    address = f"tcp://127.0.0.1:{port}"
+    for _ in range(workers):
+        processes.append(subprocess.Popen(
+            [binaries / "dask", "worker", address, "--host", "127.0.0.1", "--nthreads", "1",
+             "--dashboard-address", "127.0.0.1:0", "--local-directory", str(workdir / "dask-worker")],
+            cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))
+    try:
+        from distributed import Client
+
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(workers, timeout=60)
+            assert len(client.scheduler_info()["workers"]) == workers
+        yield address
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)

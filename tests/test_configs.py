@@ -15,7 +15,7 @@ import yaml
 from bench.lab1_reference import group_texts
 from causal_lm_data.build.inputs import Input
 from causal_lm_data.build.params import load_params, validate
-from causal_lm_data.build.readers import builtin_documents, dataset_options, load_batches, local_parquet_files
+from causal_lm_data.build.readers import builtin_documents, dataset_options, load_batches, local_files
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import read_table
 from causal_lm_data.tokenizer import load_tokenizer
@@ -135,12 +135,12 @@ def test_a_configs_parquet_files_are_converted_in_parallel_as_the_stream_reads_t
     source = Input("local", str(wikitext), "main")
     for config in WIKITEXT_CONFIGS:
         for split in ("train", "validation"):
-            files = local_parquet_files(source, split, name=config)
+            files = local_files(source, split, config=config).files
             assert files == [wikitext / config / f"{split}-00000-of-00001.parquet"]
             batches, _ = load_batches(source, split, name=config)
             assert texts_of(batches) == pq.read_table(files[0]).column("text").to_pylist()
     # data_dir narrows the files: it overrides the config's file list, as load_dataset does.
-    files = local_parquet_files(source, "test", name="wikitext-2-raw-v1", data_dir="wikitext-2-v1")
+    files = local_files(source, "test", config="wikitext-2-raw-v1", data_dir="wikitext-2-v1").files
     assert files == [wikitext / "wikitext-2-v1" / "test-00000-of-00001.parquet"]
     batches, _ = load_batches(source, "test", name="wikitext-2-raw-v1", data_dir="wikitext-2-v1")
     assert texts_of(batches) == pq.read_table(files[0]).column("text").to_pylist()
@@ -150,10 +150,10 @@ def test_fineweb_sample_10bt_is_chosen_by_config_and_default_reads_every_dump(tm
     fineweb, files = write_fineweb_like_repo(tmp_path / "fineweb")
     source = Input("local", str(fineweb), "main")
     sample = ["sample/10BT/000_00000.parquet", "sample/10BT/001_00000.parquet"]
-    assert local_parquet_files(source, "train", name="sample-10BT") == [fineweb / name for name in sample]
+    assert local_files(source, "train", config="sample-10BT").files == [fineweb / name for name in sample]
     batches, _ = load_batches(source, "train", name="sample-10BT")
     assert texts_of(batches) == files[sample[0]] + files[sample[1]]
-    default = sorted(local_parquet_files(source, "train"))
+    default = sorted(local_files(source, "train").files)
     assert default == [fineweb / "data/CC-MAIN-2013-20/000_00000.parquet", fineweb / "data/CC-MAIN-2024-10/000_00000.parquet"]
     batches, _ = load_batches(source, "train")
     assert sorted(texts_of(batches)) == sorted(files["data/CC-MAIN-2013-20/000_00000.parquet"] + files["data/CC-MAIN-2024-10/000_00000.parquet"])

@@ -101,7 +101,7 @@ def test_held_out_documents_are_a_seeded_exact_share():
 def test_a_parquet_file_converts_in_parallel_into_the_same_shards(tmp_path, monkeypatch):
     """Row groups of every size (one all empty, one larger than a shard) give identical shards for 1 and 2 workers."""
     from causal_lm_data.build.progress import Progress
-    from causal_lm_data.build.raw import convert_parquet, new_counts
+    from causal_lm_data.build.raw import convert_files, new_counts
     from causal_lm_data.format import read_table, shards
 
     documents = [f"document {i} " * (i % 37) for i in range(3_000)]  # every 37th is empty
@@ -115,21 +115,22 @@ def test_a_parquet_file_converts_in_parallel_into_the_same_shards(tmp_path, monk
         monkeypatch.setenv("PIPELINE_WORKERS", workers)
         counts.append(new_counts())
         folder = tmp_path / f"raw-{workers}"
-        convert_parquet([path], folder, "text", 64 << 10, counts[-1], Progress("download"))
+        convert_files([path], folder, "text", 64 << 10, counts[-1], Progress("download"))
         outputs.append({file.name: file.read_bytes() for file in folder.iterdir()})
     assert outputs[0] == outputs[1] and counts[0] == counts[1]
     assert len(shards(tmp_path / "raw-2", "download")) >= 4
     assert read_table(tmp_path / "raw-2", "download").column("text").to_pylist() == [d for d in documents if d]
     assert counts[0]["empty_documents_skipped"] == documents.count("")
     # The last row group (1,750 documents, ~6.9 shards of text) is cut in 7 equal parts, not 6 shards and a sliver.
-    from causal_lm_data.build.raw import row_group_tasks
+    from causal_lm_data.build.raw import local_tasks
     from causal_lm_data.build.readers import parquet_row_groups
 
-    tasks = row_group_tasks([path], tmp_path, "text", 64 << 10)
+    tasks = local_tasks([path], tmp_path, "text", 64 << 10)
     sizes = [size for _, size in parquet_row_groups(path)]
-    assert tasks[-1].row_groups == (4,) and 6 * (64 << 10) < sizes[4] < 7 * (64 << 10) and tasks[-1].shard_bytes == -(-sizes[4] // 7)
+    assert [part.row_groups for part in tasks[-1].parts] == [(4,)]
+    assert 6 * (64 << 10) < sizes[4] < 7 * (64 << 10) and tasks[-1].shard_bytes == -(-sizes[4] // 7)
     # Runs that fit are cut at the shard size itself, not at their footer's estimate of it.
-    fitting = [task for task in tasks if sum(sizes[i] for i in task.row_groups) <= 64 << 10]
+    fitting = [task for task in tasks if sum(sizes[i] for i in task.parts[0].row_groups) <= 64 << 10]
     assert fitting and all(task.shard_bytes == 64 << 10 for task in fitting)
 
 
@@ -144,11 +145,11 @@ def test_a_hub_layout_folder_of_parquet_files_converts_in_parallel_like_the_stre
         pq.write_table(pa.table({"text": part, "label": [0] * len(part)}), repo / "plain_text" / f"train-0000{number}-of-00002.parquet", row_group_size=300)
     (repo / "plain_text" / "train-00000-of-00001.parquet").unlink()
     streamed = [text for batch in local_batches(repo) for text in text_of(batch, "text")[0].to_pylist()]
-    from causal_lm_data.build.readers import local_parquet_files
+    from causal_lm_data.build.readers import local_files
 
-    files = local_parquet_files(Input("local", str(repo), "main"), "train")
+    files = local_files(Input("local", str(repo), "main"), "train").files
     assert [file.name for file in files] == ["train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]
-    assert local_parquet_files(Input("local", str(repo), "main"), "test")[0].name == "test-00000-of-00001.parquet"
+    assert local_files(Input("local", str(repo), "main"), "test").files[0].name == "test-00000-of-00001.parquet"
     outputs = []
     for workers in ("1", "2"):
         work = tmp_path / f"work-{workers}"

@@ -58,6 +58,8 @@ def test_hub_layout_imdb_folder_runs_through_the_pipeline(repo_clone, tmp_path):
         "empty_documents_skipped": 1,
         "source": f"{imdb} (local)",
         "version": "local: hashed in dvc.lock",
+        "files": 1,  # plain_text/train-00000-of-00001.parquet; the test split's file is another split's
+        "files_not_read": ["README.md"],
     }
     assert metrics(repo_clone, "check")["batch_shape"] == [8, 128]
     raw = datasets.load_from_disk(str(repo_clone / "data/raw"))

@@ -1,9 +1,5 @@
 """Sharded outputs: identical bytes and dvc.lock whatever runs the shards (1 or 2 processes, a Dask cluster)."""
 
-import contextlib
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +11,7 @@ import yaml
 
 from causal_lm_data.format import shards
 from causal_lm_data.loader import Blocks
-from tests.helpers import ENV, clone_repo, files_of, metrics, run
+from tests.helpers import clone_repo, dask_cluster, files_of, metrics, run
 
 
 def small_shards(repo: Path, corpus: Path | None = None) -> Path:
@@ -29,44 +25,8 @@ def small_shards(repo: Path, corpus: Path | None = None) -> Path:
     return repo
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
-@contextlib.contextmanager
-def dask_cluster(workdir: Path, pythonpath: Path, workers: int = 2):
-    """A real Dask scheduler and `workers` worker processes, all on 127.0.0.1."""
-    port, dashboard = free_port(), free_port()
-    env = {**ENV, "PYTHONPATH": str(pythonpath), "TMPDIR": str(workdir)}
-    binaries = Path(sys.executable).parent
-    processes = [
-        subprocess.Popen(
-            [binaries / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
-             "--dashboard-address", f"127.0.0.1:{dashboard}", "--no-show"],
-            cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-    ]
-    address = f"tcp://127.0.0.1:{port}"
-    for _ in range(workers):
-        processes.append(subprocess.Popen(
-            [binaries / "dask", "worker", address, "--host", "127.0.0.1", "--nthreads", "1",
-             "--dashboard-address", "127.0.0.1:0", "--local-directory", str(workdir / "dask-worker")],
-            cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))
-    try:
-        from distributed import Client
-
-        with Client(address, timeout=60) as client:
-            client.wait_for_workers(workers, timeout=60)
-            assert len(client.scheduler_info()["workers"]) == workers
-        yield address
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=30)
 
 
 @pytest.mark.parametrize("source", ["built-in", "parquet"])

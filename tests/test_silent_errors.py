@@ -10,7 +10,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from causal_lm_data.format import read_table
 from tests import tokenizer_folders
 from tests.helpers import (
     ENV,
@@ -18,16 +17,13 @@ from tests.helpers import (
     assert_clean_failure,
     local,
     metrics,
+    raw_texts,
     run,
     stage_command,
     stage_in,
     write_imdb_like_repo,
     write_params,
 )
-
-
-def raw_texts(workdir):
-    return read_table(workdir / "data" / "raw", "download").column("text").to_pylist()
 
 
 @pytest.mark.parametrize("size", [1, 0.0001])

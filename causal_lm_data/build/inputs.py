@@ -24,7 +24,10 @@ from causal_lm_data.errors import UserError, first_line
 LOCAL = "local"
 DEFAULT_REVISION = "main"
 # File endings that mark a value as a path, never a Hub id.
-PATH_SUFFIXES = {".parquet", ".csv", ".json", ".jsonl", ".txt", ".arrow", ".model", ".tiktoken"}
+PATH_SUFFIXES = {
+    ".parquet", ".csv", ".json", ".jsonl", ".ndjson", ".txt", ".arrow", ".model", ".tiktoken",
+    ".gz", ".zst", ".zstd", ".bz2", ".xz",
+}
 # `scheme://`: what DVC reads as a URL (remote://, s3://, gs://, https://...), never as a local path.
 URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 

@@ -25,6 +25,7 @@ SCHEMA = {
         "data_dir": ((str, type(None)), None, None),
         "split": (str, None, None),
         "text_column": (str, None, None),
+        "data_files": (list, None, None),
         "validation_size": ((int, float), 0, None),
         "seed": (int, 0, None),
         "shard_mb": (int, 1, 1024),
@@ -69,6 +70,8 @@ def validate(params: dict) -> dict:
                 raise UserError(f"'{name}' must be {type_names}, got {value!r} ({type(value).__name__})")
             if isinstance(value, str) and not value.strip() and name not in MAY_BE_EMPTY:
                 raise UserError(f"'{name}' must not be empty")
+            if isinstance(value, list) and not all(isinstance(item, str) and item.strip() for item in value):
+                raise UserError(f"'{name}' must be a list of non-empty strings, got {value!r}")
             if minimum is not None and not value >= minimum:  # NaN too
                 raise UserError(f"'{name}' must be >= {minimum}, got {value}")
             if maximum is not None and value > maximum:

@@ -3,11 +3,12 @@
 Empty documents are skipped and counted; text that is not valid UTF-8 is refused
 naming its row; `held_out` picks a validation split.
 
-Local parquet (a file, or a folder laid out like a Hub dataset repository whose
-split is parquet files) is converted in parallel: consecutive row groups of about
-download.shard_mb make one task (`convert_row_groups`, a pure function any executor
-runs), so its shards depend only on the files and the params. Other sources stream
-through one process.
+A local corpus (a file, or a folder read whole: causal_lm_data.build.readers.local_files) is
+converted in parallel: consecutive row groups of parquet, or consecutive other files
+(JSON lines, text, CSV, compressed or not), of about download.shard_mb make one task
+(`convert_task`, a pure function any executor runs), so its shards depend only on
+the files and the params. The built-in corpus and Hub datasets stream through one
+process.
 """
 
 from dataclasses import dataclass
@@ -19,8 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from causal_lm_data.build.executor import map_shards
+from causal_lm_data.build.formats import estimated_bytes, format_of
 from causal_lm_data.build.progress import Progress
-from causal_lm_data.build.readers import parquet_batches, parquet_row_groups
+from causal_lm_data.build.readers import file_batches, parquet_batches, parquet_row_groups
 from causal_lm_data.build.writer import name_shards, write_shards
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import as_numpy
@@ -29,31 +31,47 @@ SCHEMA = pa.schema([("text", pa.string())])
 PIECE_BYTES = 8 << 20  # text per record batch at most: 8 MB (or 1/8 of a shard), so shards stay near their size
 
 
-def text_of(batch: pa.Table, text_column: str, first_row: int = 0) -> tuple[pa.Array, int]:
+def text_column_of(batch: pa.Table, text_column: str, where: str = "") -> pa.ChunkedArray:
+    """The column `text_column`, or the field it names in a struct column (`content.body`) when no column has that name."""
+    if text_column in batch.column_names:
+        return batch.column(text_column)
+    first, *fields = text_column.split(".")
+    if fields and first in batch.column_names:
+        column = batch.column(first)
+        for depth, field in enumerate(fields):
+            if not pa.types.is_struct(column.type) or column.type.get_field_index(field) < 0:
+                inside = ".".join([first, *fields[:depth]])
+                names = [column.type.field(i).name for i in range(column.type.num_fields)] if pa.types.is_struct(column.type) else []
+                found = f"its fields: {', '.join(names)}" if names else f"it holds {column.type}"
+                raise UserError(f"{where}'{inside}' has no field '{field}' ({found}); set download.text_column")
+            column = pc.struct_field(column, field)  # a null struct gives a null field
+        return column
+    raise UserError(f"{where}no column '{text_column}'; set download.text_column to one of: {', '.join(batch.column_names)}")
+
+
+def text_of(batch: pa.Table, text_column: str, first_row: int = 0, where: str = "") -> tuple[pa.Array, int]:
     """The non-empty documents of `batch[text_column]` as strings, and how many were empty.
 
-    A dictionary-encoded text column (pandas' `category`) is decoded; text that is
-    not valid UTF-8 is refused here, naming its row (counted from `first_row`), so
-    it never reaches the tokenizer.
+    A dictionary-encoded text column (pandas' `category`) is decoded, and so are
+    large and view strings (Polars' own); text that is not valid UTF-8 is refused
+    here, naming its row (counted from `first_row`), so it never reaches the
+    tokenizer. `where` ("path: ") starts every error.
     """
-    if text_column not in batch.column_names:
-        raise UserError(
-            f"no column '{text_column}'; set download.text_column to one of: {', '.join(batch.column_names)}"
-        )
-    column = batch.column(text_column)
+    column = text_column_of(batch, text_column, where)
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
-    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        raise UserError(f"column '{text_column}' holds {column.type}, not text; set download.text_column")
+    text_types = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+    if not any(is_text(column.type) for is_text in text_types):
+        raise UserError(f"{where}column '{text_column}' holds {column.type}, not text; set download.text_column")
     if column.null_count:
-        raise UserError(f"column '{text_column}' has {column.null_count} missing (null) documents; fill or drop them")
+        raise UserError(f"{where}column '{text_column}' has {column.null_count} missing (null) documents; fill or drop them")
     column = column.combine_chunks().cast(pa.string())
-    _require_utf8(column, text_column, first_row)
+    _require_utf8(column, text_column, first_row, where)
     not_empty = pc.greater(pc.binary_length(column), 0)
     return column.filter(not_empty), len(column) - pc.sum(not_empty).as_py()
 
 
-def _require_utf8(column: pa.Array, text_column: str, first_row: int) -> None:
+def _require_utf8(column: pa.Array, text_column: str, first_row: int, where: str) -> None:
     try:
         column.validate(full=True)
     except pa.ArrowInvalid:
@@ -62,7 +80,7 @@ def _require_utf8(column: pa.Array, text_column: str, first_row: int) -> None:
                 value.decode("utf-8")
             except UnicodeDecodeError as error:
                 raise UserError(
-                    f"column '{text_column}' row {first_row + row:,} is not valid UTF-8 (byte {error.start}); "
+                    f"{where}column '{text_column}' row {first_row + row:,} is not valid UTF-8 (byte {error.start}); "
                     "re-encode the corpus as UTF-8"
                 ) from None
         raise
@@ -113,11 +131,11 @@ def masked(batches: Iterator[pa.RecordBatch], mask: np.ndarray) -> Iterator[pa.R
             yield kept
 
 
-def cleaned_pieces(tables: Iterable[pa.Table], text_column: str, counts: dict, shard_bytes: int, first_row: int = 0) -> Iterator[pa.RecordBatch]:
+def cleaned_pieces(tables: Iterable[pa.Table], text_column: str, counts: dict, shard_bytes: int, first_row: int = 0, where: str = "") -> Iterator[pa.RecordBatch]:
     """The non-empty documents of `tables` as record batches of at most PIECE_BYTES of text; adds to `counts`."""
     rows = first_row
     for table in tables:
-        texts, empty = text_of(table, text_column, first_row=rows)
+        texts, empty = text_of(table, text_column, first_row=rows, where=where)
         rows += table.num_rows
         counts["documents"] += len(texts)
         counts["characters"] += pc.sum(pc.utf8_length(texts)).as_py() or 0
@@ -131,58 +149,91 @@ def new_counts() -> dict:
 
 
 @dataclass(frozen=True)
-class RowGroupTask:
-    """Consecutive row groups of a local parquet file, converted into unnamed shards of `target`."""
+class FilePart:
+    """A local file, or some consecutive row groups of a parquet one."""
 
     path: str
-    row_groups: tuple[int, ...]
-    first_row: int  # the corpus' row number of the first one, for error messages
+    row_groups: tuple[int, ...] | None  # None: the whole file
+    first_row: int  # the file's row number of its first row, for error messages
+
+
+@dataclass(frozen=True)
+class ConvertTask:
+    """Consecutive parts of the local files, converted in order into unnamed shards of `target`."""
+
+    parts: tuple[FilePart, ...]
     target: str
     text_column: str
-    shard_bytes: int  # where its shards are cut: download.shard_mb, or an equal part of one larger row group
+    shard_bytes: int  # where its shards are cut: download.shard_mb, or an equal part of one larger part
     name: str  # orders the shards it writes among all tasks
 
 
-def convert_row_groups(task: RowGroupTask) -> dict:
+def convert_task(task: ConvertTask) -> dict:
     """Clean one task's documents into unnamed shards (cut at shard_bytes); return them and the counts."""
     counts = new_counts()
-    tables = parquet_batches(Path(task.path), task.row_groups)
-    pieces = cleaned_pieces(tables, task.text_column, counts, task.shard_bytes, task.first_row)
-    shards = write_shards(task.target, SCHEMA, pieces, task.shard_bytes, prefix=task.name)
+
+    def pieces() -> Iterator[pa.RecordBatch]:
+        for part in task.parts:
+            path = Path(part.path)
+            tables = file_batches(path, task.text_column) if part.row_groups is None else parquet_batches(path, part.row_groups)
+            yield from cleaned_pieces(tables, task.text_column, counts, task.shard_bytes, part.first_row, where=f"{path}: ")
+
+    shards = write_shards(task.target, SCHEMA, pieces(), task.shard_bytes, prefix=task.name)
     return {"shards": shards, "counts": counts}
 
 
-def row_group_tasks(files: list[Path], target: Path, text_column: str, shard_bytes: int) -> list[RowGroupTask]:
-    """Per file, one task per run of consecutive row groups of at most shard_bytes (uncompressed; a larger one alone)."""
-    tasks, rows = [], 0
+def _units(path: Path) -> Iterator[tuple[FilePart, int]]:
+    """The units of work of one file and the bytes of text each holds: parquet row groups, or the whole file."""
+    if format_of(path) != ".parquet":
+        yield FilePart(str(path), None, 0), estimated_bytes(path)
+        return
+    rows = 0
+    for index, (group_rows, group_bytes) in enumerate(parquet_row_groups(path)):
+        yield FilePart(str(path), (index,), rows), group_bytes
+        rows += group_rows
+
+
+def local_tasks(files: list[Path], target: Path, text_column: str, shard_bytes: int) -> list[ConvertTask]:
+    """Tasks of consecutive units (row groups of parquet, other files whole) holding at most shard_bytes of text.
+
+    Runs span files, so 5,000 small files make a few shards, not 5,000. A unit larger
+    than a shard is a task alone, cut into equal parts rather than full shards and a
+    sliver; a run that fits is cut at shard_bytes (a parquet footer's size and a
+    compressed file's recorded or estimated size (formats.estimated_bytes)
+    only estimate the text). Tasks depend on the files and shard_bytes alone.
+    """
+    tasks, run, run_bytes = [], [], 0
+
+    def close() -> None:
+        parts = []  # consecutive row groups of one file make one part
+        for _, part in run:
+            if parts and part.row_groups and parts[-1].path == part.path:
+                parts[-1] = FilePart(part.path, parts[-1].row_groups + part.row_groups, parts[-1].first_row)
+            else:
+                parts.append(part)
+        cut = shard_bytes if run_bytes <= shard_bytes else -(-run_bytes // -(-run_bytes // shard_bytes))
+        number, first = run[0]
+        name = f"-{number:05d}-{(first.row_groups or (0,))[0]:06d}"
+        tasks.append(ConvertTask(tuple(parts), str(target), text_column, cut, name))
+
     for number, path in enumerate(files):
-        group, size, first_row = [], 0, rows
-
-        def close() -> None:
-            # A row group larger than a shard is cut into equal parts, not a full shard and a sliver;
-            # a run that fits is cut at shard_bytes (its footer size only estimates its text).
-            cut = shard_bytes if size <= shard_bytes else -(-size // -(-size // shard_bytes))
-            name = f"-{number:05d}-{group[0]:06d}"
-            tasks.append(RowGroupTask(str(path), tuple(group), first_row, str(target), text_column, cut, name))
-
-        for index, (group_rows, group_bytes) in enumerate(parquet_row_groups(path)):
-            if group and size + group_bytes > shard_bytes:
+        for unit, size in _units(path):
+            if run and run_bytes + size > shard_bytes:
                 close()
-                group, size, first_row = [], 0, rows
-            group.append(index)
-            size += group_bytes
-            rows += group_rows
-        if group:
-            close()
+                run, run_bytes = [], 0
+            run.append((number, unit))
+            run_bytes += size
+    if run:
+        close()
     return tasks
 
 
-def convert_parquet(files: list[Path], folder: Path, text_column: str, shard_bytes: int, counts: dict, progress: Progress) -> None:
-    """Convert local parquet files' row groups in parallel (causal_lm_data.build.executor) into the dataset folder `folder`."""
+def convert_files(files: list[Path], folder: Path, text_column: str, shard_bytes: int, counts: dict, progress: Progress) -> None:
+    """Convert local files in parallel (executor.map_shards) into the dataset folder `folder`, in file order."""
     folder.mkdir(parents=True)
-    tasks = row_group_tasks(files, folder.resolve(), text_column, shard_bytes)
+    tasks = local_tasks(files, folder.resolve(), text_column, shard_bytes)
     written = []
-    for result in map_shards(convert_row_groups, tasks):
+    for result in map_shards(convert_task, tasks):
         for key, value in result["counts"].items():
             counts[key] += value
         progress.update(result["counts"]["documents"] + result["counts"]["empty_documents_skipped"])

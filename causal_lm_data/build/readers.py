@@ -9,26 +9,29 @@ folder instead of ~/.cache.
 import importlib.metadata
 import importlib.util
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from causal_lm_data.build.formats import (
+    BATCH_DOCUMENTS,
+    COMPRESSION_ENDINGS,
+    JSON_ENDINGS,
+    format_of,
+    json_batches,
+    text_batches,
+)
 from causal_lm_data.build.inputs import Input, hub_commit
 from causal_lm_data.errors import UserError, first_line
 
 BUILTIN_CORPUS = "sotu-paragraphs"
-# `datasets` builders for local files, by ending (compared in lower case), and the
-# options that read them as text exactly: a UTF-8 byte-order mark is not text, and
-# CSV cells that read NA, None, null or nan are documents, not missing values.
-LOCAL_FILE_BUILDERS = {
-    ".csv": ("csv", {"encoding": "utf-8-sig", "keep_default_na": False, "na_filter": False}),
-    ".json": ("json", {"encoding": "utf-8-sig"}),
-    ".jsonl": ("json", {"encoding": "utf-8-sig"}),
-    ".txt": ("text", {"encoding": "utf-8-sig"}),
-}
-BATCH_DOCUMENTS = 10_000
+# CSV files are read by the `datasets` csv builder with options that read them as text
+# exactly: a UTF-8 byte-order mark is not text, and cells that read NA, None, null or
+# nan are documents, not missing values. Other formats: formats.py and pyarrow.
+CSV_OPTIONS = {"encoding": "utf-8-sig", "keep_default_na": False, "na_filter": False}
 
 
 def builtin_documents() -> Iterator[str]:
@@ -139,49 +142,209 @@ def _datasets_batches(label: str, path: str, split: str, **options) -> Iterator[
         raise UserError(f"cannot load dataset '{label}' (split '{split}'{describe_options(options)}): {message}") from None
 
 
-def local_parquet_files(source: Input, split: str, **options) -> list[Path] | None:
-    """The parquet files a local source reads for `split`, in order, if that is all it reads; else None.
+# Files of a local folder that are not data, never read: the dataset card and legal
+# notes (by name before the first dot: LICENSE.txt too), and the files datasets
+# itself ignores in a repository (its FILES_TO_IGNORE: Hub metadata, config.json).
+NOT_DATA_NAMES = {"readme", "license", "licence", "copying", "notice", "citation", "authors", "changelog"}
+NOT_DATA_FILES = {"dataset_infos.json", "dataset_info.json", "dataset_dict.json", "config.json", "dummy_data.zip"}
+NOT_DATA_ENDINGS = {".md", ".rst", ".cff", ".bib"}
+DATA_FORMATS = (".parquet", ".csv", ".jsonl", ".ndjson", ".json", ".txt")
+SHOWN_FILES = 3  # files named in an error, before "(N in all)"
 
-    A .parquet file is itself; a folder laid out like a Hub dataset repository is
-    resolved by `datasets` (its README's configs, or the usual file-name patterns)
-    with the same `options` (config, data_dir), exactly as the streaming path reads
-    it. These the download stage converts in parallel, row groups at a time.
+
+@dataclass(frozen=True)
+class LocalFiles:
+    """What a local source reads: its data files in order, and the files of its folder that are not data."""
+
+    files: list[Path]
+    not_data: list[str]  # relative paths, never read (README.md, LICENSE...)
+
+
+def is_not_data(relative: str) -> bool:
+    name = relative.rsplit("/", 1)[-1].lower()
+    return name in NOT_DATA_FILES or Path(name).suffix in NOT_DATA_ENDINGS or name.split(".")[0] in NOT_DATA_NAMES
+
+
+def readable(path: Path) -> bool:
+    """A data file this stage reads: a known ending, compressed only where the format streams (JSON, text)."""
+    ending = format_of(path)
+    compressed = path.suffix.lower() in COMPRESSION_ENDINGS
+    return ending in DATA_FORMATS and not (compressed and ending in (".parquet", ".csv"))
+
+
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(names[:SHOWN_FILES])
+    return shown if len(names) <= SHOWN_FILES else f"{shown} ... ({len(names):,} in all)"
+
+
+def folder_files(root: Path) -> list[str]:
+    """Every file under `root` as sorted relative paths, skipping hidden ones (.git, .gitattributes) as datasets does.
+
+    A link that leads outside the folder is refused: DVC hashes the folder, not where it points.
+    """
+    found, resolved = [], root.resolve()
+    for path in root.rglob("*"):
+        relative = path.relative_to(root)
+        if any(part.startswith((".", "__")) for part in relative.parts) or path.is_dir():
+            continue
+        if not path.resolve().is_relative_to(resolved):
+            raise UserError(f"{path} links outside {root}; copy the file into the folder instead")
+        found.append(relative.as_posix())
+    return sorted(found)
+
+
+# Every file-name pattern by which datasets 5.2 puts files in a split holds one of these
+# (train, training, val, valid, validation, dev, test, testing, eval, evaluation, *.eval,
+# task.toml, instruction.md): a folder whose paths hold none is one split, `train`, of
+# every file, and is resolved without importing datasets (1-2 s).
+_SPLIT_HINTS = ("train", "val", "dev", "test", "eval", "task.toml", "instruction.md")
+
+
+def _may_name_splits(readme: Path, listed: list[str]) -> bool:
+    """False only if neither a README `configs:` nor datasets' file-name patterns can name a split of these files."""
+    if readme.is_file() and "configs" in readme.read_text(encoding="utf-8", errors="replace"):
+        return True
+    return any(hint in relative.lower() for relative in listed for hint in _SPLIT_HINTS)
+
+
+def _split_files(
+    root: Path, config: str | None, listed: list[str], data_dir: str | None = None
+) -> tuple[dict[str, list[str]], set[str], str]:
+    """The files of each split of the chosen config, every file any config names, and where the splits came from.
+
+    Splits are resolved by `datasets`' own rules: the README's YAML `configs:` (each
+    config's `data_files` patterns), else its file-name patterns (train-*, *_test_*,
+    data/validation/...); `data_dir` applies the file-name patterns under that folder
+    instead, as `load_dataset(data_dir=...)` does. Files are listed in datasets'
+    order: pattern by pattern, sorted within each. With several configs and none
+    marked default, one must be chosen.
+    """
+    readme = root / "README.md"
+    if not data_dir and not _may_name_splits(readme, listed):
+        return {"train": listed}, set(listed), "its file names (train*, *test*, ...)"
+    from datasets.data_files import DataFilesDict, get_data_patterns, sanitize_patterns
+    from datasets.utils.metadata import MetadataConfigs
+    from huggingface_hub import DatasetCard
+
+    configs = MetadataConfigs.from_dataset_card_data(DatasetCard.load(readme).data) if readme.is_file() else {}
+    configs = {name: values for name, values in configs.items() if values.get("data_files") or values.get("data_dir")}
+
+    def resolved(values: dict) -> dict[str, list[str]]:
+        base = root.resolve() / values.get("data_dir", "")
+        patterns = sanitize_patterns(values["data_files"]) if values.get("data_files") else get_data_patterns(str(base))
+        files = DataFilesDict.from_patterns(patterns, base_path=str(base))
+        return {split: [Path(file).resolve().relative_to(root.resolve()).as_posix() for file in found] for split, found in files.items()}
+
+    if data_dir:
+        chosen = resolved({"data_dir": data_dir})
+        return chosen, {file for files in chosen.values() for file in files}, f"the file names under {data_dir}"
+    if not configs:
+        chosen = resolved({})
+        return chosen, {file for files in chosen.values() for file in files}, "its file names (train*, *test*, ...)"
+    every_config = ", ".join(configs)
+    if config is None:
+        config = MetadataConfigs(configs).get_default_config_name() or (next(iter(configs)) if len(configs) == 1 else None)
+        if config is None:
+            raise UserError(f"dataset '{root}' has {len(configs)} configs and none is chosen: set download.config to one of: {every_config}")
+    if config not in configs:
+        raise UserError(f"dataset '{root}' has no config '{config}': set download.config to one of: {every_config}")
+    every = {name: resolved(values) for name, values in configs.items()}
+    named = {file for splits in every.values() for files in splits.values() for file in files}
+    return every[config], named, f"the configs of its README.md (config '{config}')"
+
+
+def _chosen_by_patterns(root: Path, patterns: list[str], listed: list[str]) -> list[str]:
+    """The files of `listed` that download.data_files globs match, in sorted order; refused if a glob matches none."""
+    chosen = set()
+    for pattern in patterns:
+        if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+            raise UserError(f"download.data_files '{pattern}' must be a glob relative to {root}, inside it")
+        matched = {path.relative_to(root).as_posix() for path in root.glob(pattern) if path.is_file()} & set(listed)
+        if not matched:
+            raise UserError(f"download.data_files '{pattern}' matches no file in {root}; fix the glob")
+        chosen |= matched
+    return sorted(chosen)
+
+
+def local_files(
+    source: Input, split: str, data_files: Sequence[str] = (), config: str | None = None, data_dir: str | None = None
+) -> LocalFiles | None:
+    """The files a local source reads for `split`, in order; None for other sources.
+
+    A file is itself (split `train`). A folder is read whole or refused: with
+    download.data_files, the files its globs match; else the files of `split` as
+    `datasets` resolves it (see _split_files), and every data file of the folder must
+    belong to some split, or the run stops naming those it would leave out.
     """
     path = Path(source.name)
     if source.kind != "local":
+        if data_files:
+            raise UserError("download.data_files selects files of a local folder; set download.dataset to local")
         return None
     if path.is_file():
-        return [path] if path.suffix.lower() == ".parquet" and split == "train" else None
-    import datasets
-
-    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+        if data_files:
+            raise UserError(f"download.data_files selects files of a folder, and {path} is a file; set download.data_files to []")
+        if split != "train":
+            raise UserError(f"{path} is a single split, 'train'; set download.split to train")
+        if not readable(path):
+            raise UserError(
+                f"cannot read {path}: use one of {', '.join(DATA_FORMATS)} (any case; "
+                ".jsonl, .ndjson, .json and .txt also compressed: .gz, .zst, .bz2, .xz)"
+            )
+        if path.stat().st_size == 0:
+            raise UserError(f"{path} is empty: it has no documents")
+        return LocalFiles([path], [])
+    listed = folder_files(path)
+    not_data = [name for name in listed if is_not_data(name)]
+    if data_files:
+        if split != "train":
+            raise UserError("download.data_files makes one split, 'train'; set download.split to train")
+        chosen = _chosen_by_patterns(path, list(data_files), listed)
+        refused = [name for name in chosen if not readable(Path(name))]
+        if refused:
+            raise UserError(f"download.data_files matches files of no readable format: {_listed(refused)}; use one of {', '.join(DATA_FORMATS)}")
+        return LocalFiles([path / name for name in chosen], [name for name in listed if name not in chosen])
+    unreadable = [name for name in listed if name not in not_data and not readable(Path(name))]
+    if unreadable:
+        raise UserError(
+            f"{path} holds files of no readable format: {_listed(unreadable)}; remove them, or list the files "
+            "to read in download.data_files (globs relative to the folder)"
+        )
+    data = [name for name in listed if name not in not_data]
+    if not data:
+        raise UserError(f"cannot load dataset '{path}' (split '{split}'): it holds no data files ({', '.join(DATA_FORMATS)})")
     try:
-        with tempfile.TemporaryDirectory(prefix="lm-data-datasets-") as cache:
-            # A local folder resolves to a packaged builder (parquet, csv...): no code of its own runs.
-            builder = datasets.load_dataset_builder(str(path), cache_dir=cache, **options)
-        files = [Path(file) for file in builder.config.data_files[split]]
-    except Exception:  # whatever it is, the streaming path reports it in one line
-        return None
-    if builder.name != "parquet" or not files or not all(file.suffix == ".parquet" and file.is_file() for file in files):
-        return None
-    return files
+        splits, named, origin = _split_files(path, config, listed, data_dir)
+        if data_dir:  # the files outside data_dir are left out on purpose
+            inside = f"{Path(data_dir).as_posix().strip('/')}/"
+            data = [name for name in data if name.startswith(inside)]
+    except UserError:
+        raise
+    except Exception as error:  # datasets raises many types for a bad README or pattern
+        raise UserError(f"cannot load dataset '{path}' (split '{split}'): {first_line(error)}") from None
+    left_out = [name for name in data if name not in named]
+    if left_out:
+        raise UserError(
+            f"{path}: {_listed(left_out)} would be left out: they belong to no split of {origin}; list the "
+            "files to read in download.data_files (globs relative to the folder) or choose a README config with download.config"
+        )
+    if split not in splits:
+        raise UserError(f"{path} has no split '{split}' (by {origin}); set download.split to one of: {', '.join(splits)}")
+    return LocalFiles([path / name for name in splits[split] if name in data], not_data)
 
 
-def _local_batches(path: Path, split: str, chosen: dict) -> Iterator[pa.Table]:
-    """A local file, or a folder laid out like a Hub repository read with `chosen` (config, data_dir)."""
-    if path.is_dir():
-        return _datasets_batches(str(path), str(path), split, **chosen)
-    if split != "train":
-        raise UserError(f"{path} is a single split, 'train'; set download.split to train")
-    if path.stat().st_size == 0:
-        raise UserError(f"{path} is empty: it has no documents")
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
+def file_batches(path: Path, text_column: str) -> Iterator[pa.Table]:
+    """Arrow batches of one local data file, by its format."""
+    ending = format_of(path)
+    if ending == ".parquet":
         return parquet_batches(path)
-    if suffix not in LOCAL_FILE_BUILDERS:
-        raise UserError(f"cannot read {path}: use one of .parquet, {', '.join(LOCAL_FILE_BUILDERS)} (any case)")
-    builder, options = LOCAL_FILE_BUILDERS[suffix]
-    return _datasets_batches(str(path), builder, split, data_files=str(path), **options)
+    if ending in JSON_ENDINGS:
+        return json_batches(path, text_column)
+    if ending == ".txt":
+        return text_batches(path)
+    if ending == ".csv":
+        return _datasets_batches(str(path), "csv", "train", data_files=str(path), **CSV_OPTIONS)
+    raise UserError(f"cannot read {path}: use one of {', '.join(DATA_FORMATS)}")
 
 
 def _remote_file(url: str):
@@ -215,7 +378,7 @@ def _fingerprint(fs, path: str, url: str) -> tuple:
     except Exception as error:  # credentials, network, endpoint: each filesystem raises its own types
         raise UserError(f"cannot read {url} (download.local_path): {first_line(error)}") from None
     if meta.isdir:
-        endings = ", ".join([".parquet", *LOCAL_FILE_BUILDERS])
+        endings = ", ".join(DATA_FORMATS)
         raise UserError(f"{url} is a folder; set download.local_path to one file in it ({endings})")
     return meta.etag or meta.checksum, meta.size
 
@@ -230,7 +393,7 @@ def _remote_parquet_batches(fs, path: str, url: str) -> Iterator[pa.Table]:
         raise UserError(f"cannot read {url} as parquet: {first_line(error)}") from None
 
 
-def _copied_batches(fs, path: str, url: str, split: str) -> Iterator[pa.Table]:
+def _copied_batches(fs, path: str, url: str, text_column: str) -> Iterator[pa.Table]:
     """A remote file of another format, copied into a temporary folder and read exactly as a local file is."""
     with tempfile.TemporaryDirectory(prefix="lm-data-remote-") as folder:
         local = Path(folder) / PurePosixPath(path).name  # the same name: its endings choose the reader
@@ -239,12 +402,14 @@ def _copied_batches(fs, path: str, url: str, split: str) -> Iterator[pa.Table]:
         except Exception as error:  # credentials, network, endpoint: each filesystem raises its own types
             raise UserError(f"cannot read {url} (download.local_path): {first_line(error)}") from None
         try:
-            yield from _local_batches(local, split, {})
+            if not readable(local):
+                raise UserError(f"cannot read {url}: use one of {', '.join(DATA_FORMATS)}")
+            yield from file_batches(local, text_column)
         except UserError as error:  # name the object, not the temporary copy
             raise UserError(str(error).replace(str(local), url)) from None
 
 
-def remote_batches(url: str, split: str) -> tuple[Iterator[pa.Table], str]:
+def remote_batches(url: str, split: str, text_column: str = "text") -> tuple[Iterator[pa.Table], str]:
     """Arrow batches of one remote file and its etag; UserError if it changes while read.
 
     Parquet streams from the remote (pages as they are read); other formats are
@@ -259,7 +424,7 @@ def remote_batches(url: str, split: str) -> tuple[Iterator[pa.Table], str]:
     if PurePosixPath(path).suffix.lower() == ".parquet":
         batches = _remote_parquet_batches(fs, path, url)
     else:
-        batches = _copied_batches(fs, path, url, split)
+        batches = _copied_batches(fs, path, url, text_column)
 
     def unchanged() -> Iterator[pa.Table]:
         yield from batches
@@ -270,19 +435,24 @@ def remote_batches(url: str, split: str) -> tuple[Iterator[pa.Table], str]:
     return unchanged(), f"remote: etag {etag}, recorded in dvc.lock"
 
 
-def load_batches(source: Input, split: str, **options) -> tuple[Iterator[pa.Table], str]:
+def load_batches(
+    source: Input, split: str, text_column: str = "text", data_files: Sequence[str] = (), **options
+) -> tuple[Iterator[pa.Table], str]:
     """Arrow batches of the corpus `source`, and the exact version read (for the metrics).
 
-    `options` (from `dataset_options`: a config, a data_dir) go to `load_dataset`.
+    A local source's files are read one after another here; the download stage reads
+    them in parallel, in the same order. `options` (from `dataset_options`: a config,
+    a data_dir) choose within a Hub dataset or a folder laid out like one.
     """
     if source.kind == "builtin":
         if split != "train":
             raise UserError(f"'{source.name}' is a single split, 'train'; set download.split to train")
         return _batched(builtin_documents()), f"sotu=={importlib.metadata.version('sotu')}"
     if source.kind == "local":
-        return _local_batches(Path(source.name), split, options), "local: hashed in dvc.lock"
+        files = local_files(source, split, data_files, options.get("name"), options.get("data_dir")).files
+        return (table for path in files for table in file_batches(path, text_column)), "local: hashed in dvc.lock"
     if source.kind == "remote":
-        return remote_batches(source.name, split)
+        return remote_batches(source.name, split, text_column)
     chosen = describe_options(options)
     commit = hub_commit(source.name, source.revision, "dataset", detail=f" ({chosen[2:]})" if chosen else "")
     return _datasets_batches(source.name, source.name, split, revision=commit, **options), commit
