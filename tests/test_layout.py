@@ -6,11 +6,12 @@ changes, and the committed outputs would silently stop matching the code.
 
 import ast
 import shlex
+import sys
 from pathlib import Path
 
 import yaml
 
-from tests.helpers import REPO
+from tests.helpers import REPO, run
 
 
 def module_file(name: str) -> Path | None:
@@ -81,3 +82,23 @@ def test_the_closure_follows_imports_inside_functions(tmp_path):
     # The check must see lazy imports (a stage imports heavy modules inside functions).
     closure = {str(file.relative_to(REPO)) for file in local_closure(stage_commands()["tokenize"][0])}
     assert len(closure) >= 5, closure
+
+
+def test_the_loader_imports_nothing_of_the_write_side():
+    """A training process that imports the loader (and the mixture) loads numpy, pyarrow and torch, no build package."""
+    script = (
+        "import sys; from causal_lm_data import make_dataloader, MixedBlocks; import causal_lm_data.mixture;"
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    loaded = set(run([sys.executable, "-c", script], cwd=REPO).stdout.split())
+    assert "torch" in loaded and "pyarrow" in loaded
+    build_side = {"datasets", "transformers", "tokenizers", "fastokens", "dask", "distributed", "dvc", "pandas", "ruamel"}  # (torch itself loads tqdm)
+    assert loaded & build_side == set()
+    assert not [name for name in loaded if name.startswith(("causal_lm_data.build", "stages"))]
+
+
+def test_a_stage_does_not_import_torch():
+    """The stages import only what they run: torch (~1 s) only in check, which builds the loader."""
+    for stage in ("download", "tokenize", "group"):
+        closure = {str(file.relative_to(REPO)) for file in local_closure(f"stages.{stage}")}
+        assert "causal_lm_data/loader.py" not in closure, stage
