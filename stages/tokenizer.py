@@ -12,11 +12,12 @@ import hashlib
 import importlib.util
 import itertools
 import json
+import unicodedata
 from pathlib import Path
 
 import numpy as np
 
-from stages.errors import UserError, first_line
+from stages.errors import UserError, first_line, printable
 
 BUILTIN_TOKENIZERS = ("distilgpt2", "gpt2")
 EOS_TOKEN = "<|endoftext|>"
@@ -103,14 +104,103 @@ PROBE = [
 ]
 
 
+# The tokenizer.json components the fast engine is proven exact on here, with the option
+# values proven (tests/test_tokenizer.py and tests/test_tokenizer_proof.py encode whole
+# corpora with each: GPT-2, Qwen, and byte-level BPEs built with `tokenizers`). Anything
+# else (another type, another option value) falls back to transformers, naming it.
+# The decoder and post-processor do not change ids encoded without special tokens.
+PROVEN_COMPONENTS = {
+    "model": {
+        "BPE": {"byte_fallback": (False,), "fuse_unk": (False,), "continuing_subword_prefix": (None, ""),
+                "end_of_word_suffix": (None, ""), "ignore_merges": (False, True)},
+    },
+    "normalizer": {"NFC": {}, "Sequence": {}},
+    "pre_tokenizer": {
+        "ByteLevel": {"add_prefix_space": (False,)},
+        "Split": {"behavior": ("Isolated",), "invert": (False,)},
+        "Sequence": {},
+    },
+}
+# Where a Sequence keeps its members, by section.
+SEQUENCE_MEMBERS = {"normalizer": "normalizers", "pre_tokenizer": "pretokenizers"}
+
+
+def components(section: str, settings: dict | None):
+    """The components of one tokenizer.json section, Sequence members included (None: no component)."""
+    if settings is None:
+        return
+    yield settings
+    for member in settings.get(SEQUENCE_MEMBERS.get(section), ()) if settings.get("type") == "Sequence" else ():
+        yield from components(section, member)
+
+
+def refuse_dropout(settings: dict) -> None:
+    """A BPE with dropout encodes one text differently on every run: refused for either engine."""
+    dropout = (settings.get("model") or {}).get("dropout")
+    if dropout not in (None, 0, 0.0):
+        raise UserError(
+            f"the tokenizer's BPE model has dropout {dropout}: it encodes the same text differently on every run, "
+            "so the data would not be reproducible; set model.dropout to null in its tokenizer.json"
+        )
+
+
+def unproven_components(settings: dict) -> str | None:
+    """What in this tokenizer.json the fast engine is not proven exact on, or None when every component is."""
+    unproven = []
+    for section, proven in PROVEN_COMPONENTS.items():
+        for component in components(section, settings.get(section)):
+            kind = component.get("type")
+            if kind not in proven:
+                unproven.append(f"{section} {kind}")
+                continue
+            unproven += [f"{section} {kind} with {option}={component.get(option)!r}"
+                         for option, values in proven[kind].items() if component.get(option, values[0]) not in values]
+            if kind == "Split" and "Regex" not in component.get("pattern", {}):
+                unproven.append(f"{section} Split on a string")
+    if not unproven:
+        return None
+    return f"not proven exact here for {', '.join(unproven)} (proven: {proven_summary()})"
+
+
+def proven_summary() -> str:
+    return "; ".join(f"{section} {'/'.join(kinds)}" for section, kinds in PROVEN_COMPONENTS.items())
+
+
+def added_token_probe(added_tokens: list[dict]) -> list[str]:
+    """Texts with every added token alone, inside words, between spaces, tabs and newlines,
+    repeated, and next to other added tokens (special and not), at the start and end of a text.
+
+    About 17 short texts per added token: ~3,500 for Qwen's 208 special tokens.
+    """
+    contents = [token["content"] for token in added_tokens]
+    specials = [token["content"] for token in added_tokens if token.get("special")]
+    others = [token["content"] for token in added_tokens if not token.get("special")]
+    texts = []
+    for index, token in enumerate(added_tokens):
+        content = token["content"]
+        # the next token, and one of the other kind (special or not): adjacency both ways
+        neighbours = {contents[(index + 1) % len(contents)]}
+        neighbours.update((others if token.get("special") else specials)[:1])
+        variants = {content, unicodedata.normalize("NFD", content), unicodedata.normalize("NFKC", content)}
+        for text in sorted(variants):
+            texts += [text, f"x{text}y", f"word{text}", f"{text}word", f"a {text} b", f"a  {text}  b", f"\t{text}\t",
+                      f"\n{text}\n", f" \n {text} \n ", f"{text}{text}", f"{text} {text}", f"{text}\n\n{text}"]
+        for neighbour in sorted(neighbours):
+            texts += [f"{content}{neighbour}", f"{neighbour}{content}", f"a {content} {neighbour}",
+                      f"{neighbour} {content} b", f"{content}  \t{neighbour}"]
+    return texts
+
+
 class Encoder:
     """Encodes documents to token ids with the fastest engine that gives the reference ids.
 
     The reference is the transformers tokenizer. `fastokens` (a Rust engine, ~10x
-    faster here) is used when it loads the tokenizer's `tokenizer.json` and gives
-    identical ids on PROBE and on `sample` (real documents); otherwise the encoder
-    falls back to transformers and `fallback` says why. Picklable: a worker process
-    rebuilds the engine from the tokenizer's JSON.
+    faster here) is used when every component of the tokenizer's `tokenizer.json` is
+    one proven exact here (PROVEN_COMPONENTS), and it gives identical ids on PROBE, on
+    a probe built from the tokenizer's own added tokens, and on `sample` (real
+    documents); otherwise the encoder falls back to transformers and `fallback` says
+    why. A tokenizer that encodes one text two ways (BPE dropout) is refused.
+    Picklable: a worker process rebuilds the engine from the tokenizer's JSON.
     """
 
     def __init__(self, tokenizer, sample: list[str] = ()):
@@ -121,18 +211,36 @@ class Encoder:
         self.eos_token_id, self.bos_token_id = tokenizer.eos_token_id, tokenizer.bos_token_id
         self.truncation_side = tokenizer.truncation_side
         self.fast = self.fast_json = self.fallback = None
+        backend = getattr(tokenizer, "backend_tokenizer", None)  # None: a Python-only tokenizer
+        settings = json.loads(backend.to_str()) if backend is not None else {}
+        refuse_dropout(settings)
+        probe = PROBE + added_token_probe(settings.get("added_tokens", []))
+        reference = self._encode_reference(probe)
+        if not _same(reference, self._encode_reference(probe)):
+            raise UserError("the tokenizer encodes the same text differently when asked twice: "
+                            "its data would not be reproducible; use a deterministic tokenizer")
+        self.fallback = unproven_components(settings) if backend is not None else "it has no tokenizer.json"
+        if self.fallback is None:
+            self._try_fast(settings, [(probe, reference), (list(sample), None)])
+
+    def _try_fast(self, settings: dict, checks: list) -> None:
+        """Use fastokens if it loads the tokenizer and gives the reference ids on every check text."""
+        # transformers encodes without the file's truncation and padding; fastokens would apply them
+        fast_json = json.dumps({**settings, "truncation": None, "padding": None}, ensure_ascii=False)
         try:
-            self.fast_json = tokenizer.backend_tokenizer.to_str()
-            self.fast = _fast_tokenizer(self.fast_json)
+            self.fast = _fast_tokenizer(fast_json)
         except Exception as error:  # an unsupported model or pre-tokenizer (Metaspace: SentencePiece)
-            self.fast = self.fast_json = None
             self.fallback = f"fastokens cannot load it: {first_line(error)}"
             return
-        for texts in (PROBE, list(sample)):
-            if texts and not _same(self._encode_fast(texts), self._encode_reference(texts)):
-                self.fast = self.fast_json = None
-                self.fallback = "fastokens gave different ids on a check text"
+        for texts, reference in checks:
+            if not texts:
+                continue
+            differing = _first_difference(self._encode_fast(texts), reference if reference is not None else self._encode_reference(texts))
+            if differing is not None:
+                self.fast = None
+                self.fallback = f"fastokens gave different ids on the check text {printable(texts[differing][:80])!r}"
                 return
+        self.fast_json = fast_json
 
     @property
     def engine(self) -> str:
@@ -177,6 +285,16 @@ def _fast_tokenizer(tokenizer_json: str):
 
 def _same(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
     return np.array_equal(a[1], b[1]) and np.array_equal(a[0].astype(np.int64), b[0].astype(np.int64))
+
+
+def _first_difference(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> int | None:
+    """The index of the first text whose ids differ between two encodings, or None when all are equal."""
+    if _same(a, b):
+        return None
+    if not np.array_equal(a[1], b[1]):
+        return int(np.flatnonzero(a[1] != b[1])[0])
+    ends = np.cumsum(a[1])
+    return int(np.searchsorted(ends, np.flatnonzero(a[0].astype(np.int64) != b[0].astype(np.int64))[0], side="right"))
 
 
 def load_encoder(name: str, revision: str = "main", sample: list[str] = ()) -> Encoder:
