@@ -9,7 +9,13 @@ from tokenizers import AddedToken, normalizers
 
 from stages.errors import UserError
 from stages.sources import builtin_documents
-from stages.tokenizer import PROBE, _fast_tokenizer, added_token_probe, load_encoder, load_tokenizer
+from stages.tokenizer import (
+    PROBE,
+    _fast_tokenizer,
+    added_token_probe,
+    load_encoder,
+    load_tokenizer,
+)
 from tests import tokenizer_folders
 from tests.test_tokenizer import assert_engine_exact
 
