@@ -62,6 +62,9 @@ def test_added_tokens_fastokens_gets_wrong_fall_back_and_ids_equal_transformers(
     fast = _fast_tokenizer(reference.backend_tokenizer.to_str())
     assert fast.encode("a <|user|> United", add_special_tokens=False).ids == [64, 50257, 50258]
     assert reference("a <|user|> United", add_special_tokens=False)["input_ids"] == [64, 50257, 17013]
+    fast_ids = [encoding.ids for encoding in fast.encode_batch(corpus, add_special_tokens=False)]
+    differing = sum(ids != expected for ids, expected in zip(fast_ids, reference(corpus, add_special_tokens=False)["input_ids"]))
+    assert len(corpus) == 4060 and differing > 60
     encoder = load_encoder(str(folder), sample=documents[:1000])
     assert encoder.engine == "transformers" and "different ids on the check text" in encoder.fallback
     assert_engine_exact(encoder, reference, corpus)
@@ -84,7 +87,7 @@ def test_qwens_special_tokens_in_text_are_exact_and_the_probe_stays_small(tmp_pa
     reference = load_tokenizer(str(folder))
     added = json.loads(reference.backend_tokenizer.to_str())["added_tokens"]
     assert len(added) == 208
-    assert len(added_token_probe(added)) == 13 * 208  # one kind of token here: 4 neighbours each
+    assert len(added_token_probe(added)) == 3 * 208  # alone, in every context, next to each kind of token
     encoder = load_encoder(str(folder))
     assert encoder.engine == "fastokens", encoder.fallback
     specials = [token for _, token in qwen_files.SPECIAL_TOKENS]
