@@ -153,7 +153,8 @@ def test_the_stage_falls_back_on_added_tokens_it_cannot_prove_and_refuses_dropou
 
     from tests.test_bad_input import stage_in
 
-    texts = ["a <|user|> United", "The United States <|user|>  United", "plain text"]
+    # past the first 1,000 documents, which the stage also checks
+    texts = [f"plain text {index}" for index in range(1100)] + ["a <|user|> United", "The United States <|user|>  United"]
     (tmp_path / "corpus.txt").write_text("\n".join(texts) + "\n")
     corpus = {"download__dataset": "local", "download__local_path": str(tmp_path / "corpus.txt")}
     assert stage_in(tmp_path, "download", **corpus).returncode == 0
@@ -164,7 +165,7 @@ def test_the_stage_falls_back_on_added_tokens_it_cannot_prove_and_refuses_dropou
     assert json.loads((tmp_path / "metrics" / "tokenize.json").read_text())["engine"] == "transformers"
     stored = datasets.load_from_disk(str(tmp_path / "data" / "tokenized"))["input_ids"]
     assert stored == load_tokenizer(str(folder))(texts, add_special_tokens=False)["input_ids"]
-    assert stored[0] == [64, 50257, 17013]
+    assert stored[1100] == [64, 50257, 17013]
 
     edit_tokenizer_json(folder, model__dropout=0.1)
     result = stage_in(tmp_path, "tokenize", tokenize__tokenizer="local", tokenize__local_path=str(folder), **corpus)
