@@ -183,3 +183,25 @@ def test_an_engine_that_panics_on_a_check_text_is_not_used():
                           AddedToken("\n\n", special=True, lstrip=True)])
     encoder = Encoder(tokenizer)
     assert encoder.engine == "transformers" and "AddedVocabulary bad split" in encoder.fallback
+
+
+def test_random_added_tokens_are_exact_or_fall_back(documents):
+    """Seeded added tokens with random flags on GPT-2: wherever the encoder keeps fastokens, its ids equal
+    transformers' on documents with those tokens injected; and some configurations are caught differing."""
+    import random
+
+    contents = ["<|user|>", " United", "<|im_start|>", "[INST]", " the", "ing", "\n\n", "<|a|>", "<|a", "x ", " <sep> ",
+                "États", "e\u0301t"]
+    rng = random.Random(11)
+    fallbacks = 0
+    for _ in range(10):
+        tokenizer = load_tokenizer("gpt2")
+        chosen = rng.sample(contents, rng.randint(1, 5))
+        tokenizer.add_tokens([AddedToken(content, special=rng.random() < .5, lstrip=rng.random() < .4,
+                                         rstrip=rng.random() < .4, single_word=rng.random() < .3,
+                                         normalized=rng.random() < .5) for content in chosen])
+        encoder = Encoder(tokenizer)
+        fallbacks += encoder.engine == "transformers"
+        if encoder.engine == "fastokens":
+            assert_engine_exact(encoder, tokenizer, with_tokens(documents[:300], chosen, seed=rng.randint(0, 99)))
+    assert fallbacks >= 2
