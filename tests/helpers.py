@@ -297,3 +297,11 @@ def dask_cluster(workdir: Path, pythonpath: Path, workers: int = 2):
             process.terminate()
         for process in processes:
             process.wait(timeout=30)
+
+
+def assert_engine_exact(encoder, reference, documents):
+    ids, lengths = encoder.encode(documents)
+    expected = reference(documents, add_special_tokens=False)["input_ids"]
+    pieces = np.split(ids.astype(np.int64), np.cumsum(lengths)[:-1])
+    mismatched = [i for i, (a, e) in enumerate(zip(pieces, expected)) if a.tolist() != e]
+    assert len(pieces) == len(expected) and mismatched == [], f"{len(mismatched)} differ, first: {documents[mismatched[0]][:80]!r}"

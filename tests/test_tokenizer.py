@@ -5,6 +5,7 @@ from causal_lm_data.build.readers import builtin_documents
 from causal_lm_data.errors import UserError
 from causal_lm_data.tokenizer import PROBE, Encoder, load_encoder, load_tokenizer
 from tests import tokenizer_folders
+from tests.helpers import assert_engine_exact
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +62,6 @@ def adversarial_documents(count: int = 3000, seed: int = 0) -> list[str]:
     return documents
 
 
-def assert_engine_exact(encoder, reference, documents):
-    ids, lengths = encoder.encode(documents)
-    expected = reference(documents, add_special_tokens=False)["input_ids"]
-    pieces = np.split(ids.astype(np.int64), np.cumsum(lengths)[:-1])
-    mismatched = [i for i, (a, e) in enumerate(zip(pieces, expected)) if a.tolist() != e]
-    assert len(pieces) == len(expected) and mismatched == [], f"{len(mismatched)} differ, first: {documents[mismatched[0]][:80]!r}"
 
 
 @pytest.fixture(scope="module")
@@ -158,5 +153,5 @@ def test_the_stage_stores_qwen_ids_as_uint32_and_puts_mistrals_bos_first(tmp_pat
             assert stored["input_ids"] == [ids + [151_643] for ids in reference]
             assert max(max(ids) for ids in reference) > 65_535
         else:
-            assert "fastokens cannot load it" in result.stdout
+            assert "Metaspace" in result.stdout
             assert stored["input_ids"] == [[1] + ids for ids in reference]
