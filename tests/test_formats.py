@@ -50,10 +50,10 @@ def jsonl(texts, **extra) -> bytes:
     return "".join(json.dumps({"id": i, "text": t, **extra}) + "\n" for i, t in enumerate(texts)).encode()
 
 
-def read_local(path, text_column="text", data_files=()):
+def read_local(path, text_column="text", data_files=(), config=None):
     """The documents of a local corpus, read as the download stage reads them (in one process)."""
-    chosen = (text_column, data_files) if text_column != "text" or data_files else ()
-    batches, _ = load_batches(Input("local", str(path), "main"), "train", *chosen)
+    options = {"name": config} if config else {}
+    batches, _ = load_batches(Input("local", str(path), "main"), "train", text_column, data_files, **options)
     return [text for batch in batches for text in text_of(batch, text_column)[0].to_pylist()]
 
 
@@ -261,7 +261,10 @@ def test_hub_layout_folders_keep_their_splits_and_name_stray_files(tmp_path):
         "---\nconfigs:\n- config_name: plain_text\n  data_files:\n  - split: train\n    path: plain_text/train-*\n"
         "  - split: test\n    path: plain_text/test-*\n- config_name: unsupervised\n  data_files: plain_text/unsupervised-*\n---\n"
     )
-    assert read_local(repo) == documents(50, "review")
+    # Two configs and none marked default: one must be chosen, as load_dataset requires.
+    with pytest.raises(UserError, match="has 2 configs and none is chosen: set download.config to one of: plain_text, unsupervised"):
+        read_local(repo)
+    assert read_local(repo, config="plain_text") == documents(50, "review")
     (repo / "notes.docx").write_bytes(b"PK\x03\x04")
     with pytest.raises(UserError, match="holds files of no readable format: notes.docx; remove them, or list the files"):
         read_local(repo)
