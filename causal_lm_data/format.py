@@ -1,18 +1,43 @@
-"""The layout of a dataset folder: Arrow shards, listed and hashed in state.json.
+"""The data folders' format: the one specification that the stages write and the loader reads.
 
-A folder is what `datasets.Dataset.save_to_disk` writes (`data-00000-of-000NN.arrow`
-IPC streams, `state.json`, `dataset_info.json`), so `datasets.load_from_disk` opens
-every output, but written without importing `datasets`, and byte-for-byte
-reproducibly: `save_to_disk` may store a random `_fingerprint`, ours is a hash of the
-data. Each shard's sha256 sits beside its name in state.json, so any process can
-check the one shard it reads, and a shard is the unit of parallel work.
+Every folder under data/ is what `datasets.Dataset.save_to_disk` writes, so
+`datasets.load_from_disk` opens it, but written without `datasets` and byte for
+byte reproducibly:
 
-A folder may come from elsewhere (a teammate's `dvc push`), and its hashes come
-from the same state.json as its file names: the hash proves a shard whole, not
-where it lives. So state.json's names are checked before anything is opened (see
-`shards`), and every shard of a folder must hold the same columns (`read_schema`).
+    data/grouped/                      (the same for data/raw and data/tokenized)
+      data-00000-of-00003.arrow        Arrow IPC streams ("shards"), in order
+      ...
+      state.json                       {"_data_files": [{"filename", "rows", "sha256"}, ...],
+                                        "_fingerprint": sha256 of the shards' sha256s (16 hex digits), ...}
+      dataset_info.json                the `datasets` features of the columns
+
+With a validation split (download.validation_size), the folder holds `train/` and
+`validation/`, each laid out as above, and `dataset_dict.json` = {"splits": [...]}.
+
+Columns:
+- data/raw: `text` (string), one document per row, none empty.
+- data/tokenized: `input_ids` (list of uint8/16/32: the smallest type that holds the
+  tokenizer's largest id), one document per row, in data/raw's order, shard for shard.
+- data/grouped: one block per row. `input_ids` is a fixed-size list of block_size
+  ids, cut from the split's documents concatenated in order (only the split's final
+  remainder, fewer than block_size ids, is dropped); `document_starts` (list of
+  uint16, uint32 past 65,536-token blocks) holds where documents start inside the
+  block, ascending (0 when the block starts with a document).
+
+Rules the loader relies on (and checks before it reads):
+- Every record batch of a grouped folder holds the same number of blocks, the
+  split's last batch excepted (the group stage writes 8 MB of ids per batch), so a
+  block's record batch is one division away; a shard holds whole record batches.
+- state.json's names are plain file names inside the folder, each listed once, and
+  every shard of a folder has the same schema. A folder may come from elsewhere (a
+  teammate's `dvc push`) and its hashes come from the same state.json as its names:
+  a hash proves a shard whole, not where it lives (see `shards`).
+- Each shard's sha256 is in state.json, so any process can check the one shard it
+  reads, and a shard is the unit of parallel work. The row counts there catch a
+  shard cut at a record-batch boundary without reading its data.
+
+Writing is causal_lm_data.build.writer's; this module only reads.
 """
-
 import functools
 import hashlib
 import json

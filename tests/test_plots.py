@@ -5,7 +5,7 @@ import re
 import struct
 import sys
 
-from conftest import REPO, run
+from tests.helpers import REPO, run
 
 PLOTS = [sys.executable, "-m", "causal_lm_data", "plots"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

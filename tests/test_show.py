@@ -8,7 +8,7 @@ import tomllib
 
 import numpy as np
 import pytest
-from conftest import REPO, run
+from tests.helpers import REPO, run
 from tokenizer_folders import mistral_v01
 
 from causal_lm_data.format import read_table
