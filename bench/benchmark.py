@@ -101,7 +101,10 @@ def measure(args, cwd, **env) -> tuple[float, float, str]:
         report = Path(scratch) / "report.json"
         result = subprocess.run(
             [sys.executable, "-c", LAUNCHER, str(report), *map(str, args)],
-            cwd=cwd, env={**ENV, "PYTHONPATH": str(cwd), **env}, capture_output=True, text=True,
+            cwd=cwd,
+            env={**ENV, "PYTHONPATH": str(cwd), **env},
+            capture_output=True,
+            text=True,
         )
         if result.returncode:
             sys.exit(f"{' '.join(map(str, args))} failed in {cwd}:\n{result.stderr}")
@@ -192,10 +195,34 @@ def table(runs) -> str:
         rows.append((f"{stage} (s)", m("reference", "seconds", stage), m("stages", stage, "seconds"), None, ""))
     rows.append(("check (s)", None, m("stages", "check", "seconds"), None, ""))
     rows += [
-        ("tokenize: tokens/s vs tiktoken encode_ordinary_batch", tiktoken_rate, tokenize_rate, tokenize_rate / tiktoken_rate, ">= 0.8x"),
-        ("tokenize with PIPELINE_WORKERS=1 (s)", None, m("tokenize_1_thread", "seconds"), m("stages", "tokenize", "seconds") / m("tokenize_1_thread", "seconds"), "(all cores / 1)"),
-        ("loader epoch, batch 8, shuffled (tokens/s)", reference_epoch, m("loader", "epoch_tokens_per_s"), m("loader", "epoch_tokens_per_s") / reference_epoch, ">= 20x"),
-        ("DataLoader alone, prebuilt batches (tokens/s)", reference_epoch, m("loader", "floor_tokens_per_s"), m("loader", "floor_tokens_per_s") / reference_epoch, "(the ceiling)"),
+        (
+            "tokenize: tokens/s vs tiktoken encode_ordinary_batch",
+            tiktoken_rate,
+            tokenize_rate,
+            tokenize_rate / tiktoken_rate,
+            ">= 0.8x",
+        ),
+        (
+            "tokenize with PIPELINE_WORKERS=1 (s)",
+            None,
+            m("tokenize_1_thread", "seconds"),
+            m("stages", "tokenize", "seconds") / m("tokenize_1_thread", "seconds"),
+            "(all cores / 1)",
+        ),
+        (
+            "loader epoch, batch 8, shuffled (tokens/s)",
+            reference_epoch,
+            m("loader", "epoch_tokens_per_s"),
+            m("loader", "epoch_tokens_per_s") / reference_epoch,
+            ">= 20x",
+        ),
+        (
+            "DataLoader alone, prebuilt batches (tokens/s)",
+            reference_epoch,
+            m("loader", "floor_tokens_per_s"),
+            m("loader", "floor_tokens_per_s") / reference_epoch,
+            "(the ceiling)",
+        ),
         ("loader build, no hash check (ms)", None, m("loader", "build_ms"), None, ""),
         ("loader first batch after build (ms)", None, m("loader", "first_batch_ms"), None, "< 50"),
         ("no-op dvc repro (s)", None, m("dvc_noop"), None, "<= 2"),
@@ -211,7 +238,10 @@ def table(runs) -> str:
     ]
     fmt = lambda v: "" if v is None else f"{v:,.0f}" if v >= 1000 else f"{v:.2f}"  # noqa: E731
     lines = ["| measure | reference | this pipeline | ratio | target |", "| --- | ---: | ---: | ---: | --- |"]
-    lines += [f"| {name} | {fmt(ref)} | {fmt(ours)} | {'' if ratio is None else f'{ratio:.2f}x'} | {target} |" for name, ref, ours, ratio, target in rows]
+    lines += [
+        f"| {name} | {fmt(ref)} | {fmt(ours)} | {'' if ratio is None else f'{ratio:.2f}x'} | {target} |"
+        for name, ref, ours, ratio, target in rows
+    ]
     return "\n".join(lines)
 
 

@@ -132,19 +132,27 @@ def main() -> None:
         "parquet (1 file)": bench(parquet, args.work / "repo-parquet", args.runs),
         f"jsonl.zst + jsonl.gz ({args.files} files)": bench(jsonl, args.work / "repo-jsonl", args.runs),
     }
-    small = bench_small_files(write_small_files(args.work / "corpora" / "small", args.small_files), args.work / "repo-small", args.runs)
+    small = bench_small_files(
+        write_small_files(args.work / "corpora" / "small", args.small_files), args.work / "repo-small", args.runs
+    )
     base = next(iter(results.values()))
-    print(f"{date.today()} {platform.machine()}, {os.cpu_count()} cores, PIPELINE_WORKERS={os.environ.get('PIPELINE_WORKERS', 'all')}, "
-          f"medians of {args.runs}")
-    print("| corpus | files | on disk (MB) | documents | download (s) | vs parquet | peak RSS (MiB) | dvc repro --force (s) | vs parquet |")
+    print(
+        f"{date.today()} {platform.machine()}, {os.cpu_count()} cores, PIPELINE_WORKERS={os.environ.get('PIPELINE_WORKERS', 'all')}, "
+        f"medians of {args.runs}"
+    )
+    print(
+        "| corpus | files | on disk (MB) | documents | download (s) | vs parquet | peak RSS (MiB) | dvc repro --force (s) | vs parquet |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, r in results.items():
         print(
             f"| {name} | {r['files']} | {r['disk_mb']} | {r['documents']:,} | {r['download_s']} | "
             f"{r['download_s'] / base['download_s']:.2f}x | {r['download_rss_mib']} | {r['repro_s']} | {r['repro_s'] / base['repro_s']:.2f}x |"
         )
-    print(f"\n{small['files']:,} small parquet files (the built-in corpus): {small['raw_shards']} shard(s) in data/raw, "
-          f"download {small['download_s']} s, tokenize {small['tokenize_s']} s")
+    print(
+        f"\n{small['files']:,} small parquet files (the built-in corpus): {small['raw_shards']} shard(s) in data/raw, "
+        f"download {small['download_s']} s, tokenize {small['tokenize_s']} s"
+    )
     OUT.mkdir(exist_ok=True)
     report = {"date": str(date.today()), "args": vars(args) | {"work": str(args.work)}, "results": results, "small_files": small}
     (OUT / "formats.json").write_text(json.dumps(report, indent=1) + "\n")

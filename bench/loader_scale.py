@@ -89,10 +89,14 @@ def build(folder: Path, tokens: int, block_size: int) -> Path:
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
     schema = pa.schema([("input_ids", pa.list_(pa.uint16()))])
     source = folder / "tokenized" / "data-00000-of-00001.arrow"
-    rows, sha256 = write_shard(source, schema, [pa.record_batch([pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids))], schema=schema)])
+    rows, sha256 = write_shard(
+        source, schema, [pa.record_batch([pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids))], schema=schema)]
+    )
     grouped.mkdir()
     first = grouped / shard_name(0, shard_count)
-    task = BlockShardTask(((Shard(source, sha256, rows, "tokenize"), 0),), str(first), 0, blocks_per_shard, block_size, pa.uint16(), rows_per_batch)
+    task = BlockShardTask(
+        ((Shard(source, sha256, rows, "tokenize"), 0),), str(first), 0, blocks_per_shard, block_size, pa.uint16(), rows_per_batch
+    )
     result = group_shard(task)
     files = [(first.name, result["sha256"], result["rows"])]
     for index in range(1, shard_count):
@@ -105,9 +109,16 @@ def build(folder: Path, tokens: int, block_size: int) -> Path:
 def measure(grouped: Path, pythonpath: Path, options: dict, repeats: int, module: str = "causal_lm_data.loader") -> list[dict]:
     env = {**os.environ, "PYTHONPATH": str(pythonpath)}
     return [
-        json.loads(subprocess.run(
-            [sys.executable, "-c", MEASURE, str(grouped), json.dumps(options), module], cwd=pythonpath, env=env, check=True, capture_output=True, text=True,
-        ).stdout)
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", MEASURE, str(grouped), json.dumps(options), module],
+                cwd=pythonpath,
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
         for _ in range(repeats)
     ]
 
@@ -127,7 +138,9 @@ def main() -> None:
     }
     if args.previous:
         with tempfile.TemporaryDirectory() as old:
-            archive = subprocess.run(["git", "archive", args.previous, "stages"], cwd=REPO, check=True, capture_output=True).stdout
+            archive = subprocess.run(
+                ["git", "archive", args.previous, "stages"], cwd=REPO, check=True, capture_output=True
+            ).stdout
             subprocess.run(["tar", "x", "-C", old], input=archive, check=True)
             # Before the library had its own package, the loader was stages.loader.
             runs[f"loader of {args.previous}"] = measure(grouped, Path(old), {}, args.repeats, "stages.loader")

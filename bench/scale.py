@@ -164,17 +164,48 @@ def report(r: dict) -> str:
     ours, theirs = tokens / r["dvc_repro"]["seconds"], r["nanogpt"]["tokens"] / r["nanogpt"]["seconds"]
     rows = [
         ("documents / tokens", f"{r['documents']:,} / {tokens:,}", ""),
-        ("build-nanogpt method: wall (s), tokens/s, peak RSS (MiB)", f"{r['nanogpt']['seconds']:.1f}, {theirs:,.0f}, {r['nanogpt']['rss_mib']:.0f}", ""),
-        ("tiktoken encode_ordinary_batch, 1 thread (tokens/s)", f"{r['tiktoken_1_thread']['tokens'] / r['tiktoken_1_thread']['seconds']:,.0f}", ""),
-        ("tokenize stage alone (tokens/s)", f"{tokens / r['tokenize']['seconds']:,.0f}", f"{tokens / r['tokenize']['seconds'] / (r['tiktoken_1_thread']['tokens'] / r['tiktoken_1_thread']['seconds']):.1f}x tiktoken 1 thread"),
-        ("`dvc repro` end to end: wall (s), tokens/s", f"{r['dvc_repro']['seconds']:.1f}, {ours:,.0f}", f"{ours / theirs:.2f}x the nanoGPT method"),
-        *[(f"{stage} alone: wall (s), peak RSS (MiB)", f"{r[stage]['seconds']:.1f}, {r[stage]['rss_mib']:.0f}", "") for stage in ("download", "tokenize", "group", "check")],
-        ("tokenize, 1 worker (unpinned) vs all cores (s)", f"{r['tokenize_1_worker']['seconds']:.1f} vs {r['tokenize']['seconds']:.1f}", f"{r['tokenize_1_worker']['seconds'] / r['tokenize']['seconds']:.2f}x speed-up"),
+        (
+            "build-nanogpt method: wall (s), tokens/s, peak RSS (MiB)",
+            f"{r['nanogpt']['seconds']:.1f}, {theirs:,.0f}, {r['nanogpt']['rss_mib']:.0f}",
+            "",
+        ),
+        (
+            "tiktoken encode_ordinary_batch, 1 thread (tokens/s)",
+            f"{r['tiktoken_1_thread']['tokens'] / r['tiktoken_1_thread']['seconds']:,.0f}",
+            "",
+        ),
+        (
+            "tokenize stage alone (tokens/s)",
+            f"{tokens / r['tokenize']['seconds']:,.0f}",
+            f"{tokens / r['tokenize']['seconds'] / (r['tiktoken_1_thread']['tokens'] / r['tiktoken_1_thread']['seconds']):.1f}x tiktoken 1 thread",
+        ),
+        (
+            "`dvc repro` end to end: wall (s), tokens/s",
+            f"{r['dvc_repro']['seconds']:.1f}, {ours:,.0f}",
+            f"{ours / theirs:.2f}x the nanoGPT method",
+        ),
         *[
-            (f"{stage}, 1 worker on 1 core vs all cores (s)", f"{r[stage + '_1_core']['seconds']:.1f} vs {r[stage]['seconds']:.1f}", f"{r[stage + '_1_core']['seconds'] / r[stage]['seconds']:.2f}x speed-up")
+            (f"{stage} alone: wall (s), peak RSS (MiB)", f"{r[stage]['seconds']:.1f}, {r[stage]['rss_mib']:.0f}", "")
+            for stage in ("download", "tokenize", "group", "check")
+        ],
+        (
+            "tokenize, 1 worker (unpinned) vs all cores (s)",
+            f"{r['tokenize_1_worker']['seconds']:.1f} vs {r['tokenize']['seconds']:.1f}",
+            f"{r['tokenize_1_worker']['seconds'] / r['tokenize']['seconds']:.2f}x speed-up",
+        ),
+        *[
+            (
+                f"{stage}, 1 worker on 1 core vs all cores (s)",
+                f"{r[stage + '_1_core']['seconds']:.1f} vs {r[stage]['seconds']:.1f}",
+                f"{r[stage + '_1_core']['seconds'] / r[stage]['seconds']:.2f}x speed-up",
+            )
             for stage in ("download", "tokenize", "group")
         ],
-        ("disk: data/, data/ + .dvc/cache (GB)", f"{r['disk']['data'] / 1e9:.2f}, {r['disk']['data_and_cache'] / 1e9:.2f}", f"{r['disk']['data_and_cache'] / r['disk']['data']:.2f}x"),
+        (
+            "disk: data/, data/ + .dvc/cache (GB)",
+            f"{r['disk']['data'] / 1e9:.2f}, {r['disk']['data_and_cache'] / 1e9:.2f}",
+            f"{r['disk']['data_and_cache'] / r['disk']['data']:.2f}x",
+        ),
         ("no-op `dvc repro` (s)", f"{r['dvc_noop']:.2f}", ""),
         ("`dvc repro` after group.block_size changes (s)", f"{r['dvc_block_size']:.1f}", ""),
     ]

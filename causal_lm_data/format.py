@@ -38,13 +38,14 @@ Rules the loader relies on (and checks before it reads):
 
 Writing is causal_lm_data.build.writer's; this module only reads.
 """
+
 import functools
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -281,7 +282,9 @@ def describe(schema: pa.Schema) -> str:
 
 def mixed_shards(folder: Path, one: tuple[str, str], other: tuple[str, str], shard: "Shard") -> "FolderError":
     """The error for a folder whose shards hold different columns or types: (name, description) of two of them."""
-    return FolderError(f"{folder} mixes shards of different kinds ({one[0]} holds {one[1]}; {other[0]} holds {other[1]})", shard.stage, shard.fix)
+    return FolderError(
+        f"{folder} mixes shards of different kinds ({one[0]} holds {one[1]}; {other[0]} holds {other[1]})", shard.stage, shard.fix
+    )
 
 
 def count_list_values(shard: Shard, column: str) -> int:
@@ -374,8 +377,10 @@ def map_blocks(shard: Shard) -> MappedBlocks:
     mapped = {"offsets": None, "offset_starts": None, "starts": None, "value_starts": None}
     if has_starts:
         mapped = {
-            "offsets": view(int32), "offset_starts": np.array(offset_starts, dtype=np.int64),
-            "starts": view(starts_type), "value_starts": np.array(value_starts, dtype=np.int64),
+            "offsets": view(int32),
+            "offset_starts": np.array(offset_starts, dtype=np.int64),
+            "starts": view(starts_type),
+            "value_starts": np.array(value_starts, dtype=np.int64),
         }
     return MappedBlocks(view(dtype), block_size, first_rows, np.array(id_starts, dtype=np.int64), **mapped)
 
@@ -390,5 +395,3 @@ def as_numpy(values: pa.Array) -> np.ndarray:
         raise ValueError("token ids cannot be null")
     dtype = np.dtype(str(values.type))
     return np.frombuffer(values.buffers()[1], dtype=dtype, count=len(values), offset=values.offset * dtype.itemsize)
-
-

@@ -311,8 +311,12 @@ class BlockLoader(DataLoader):
         sampler = self.sampler
         # What must match for a saved position to mean the same batches (each rank has the same count).
         return {
-            "num_blocks": sampler.num_blocks, "batch_size": sampler.batch_size, "world_size": sampler.world_size,
-            "shuffle": sampler.shuffle, "seed": sampler.seed, "drop_last": sampler.drop_last,
+            "num_blocks": sampler.num_blocks,
+            "batch_size": sampler.batch_size,
+            "world_size": sampler.world_size,
+            "shuffle": sampler.shuffle,
+            "seed": sampler.seed,
+            "drop_last": sampler.drop_last,
         }
 
     def state_dict(self) -> dict:
@@ -338,7 +342,9 @@ class BlockLoader(DataLoader):
                 raise ValueError(f"this loader state's {key} must be a whole number >= 0, not {quoted(state[key])}")
         epoch, batches = int(state["epoch"]), int(state["batches"])
         if batches > len(self.sampler):
-            raise ValueError(f"this loader state's batches ({batches}) is past the end of an epoch of {len(self.sampler)} batches")
+            raise ValueError(
+                f"this loader state's batches ({batches}) is past the end of an epoch of {len(self.sampler)} batches"
+            )
         self.sampler.epoch, self.sampler.start_batch = epoch, batches
         self._position = {"epoch": epoch, "batches": batches}
 

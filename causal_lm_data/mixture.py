@@ -20,10 +20,10 @@ skipped because the weights changed.
 import hashlib
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from torch.utils.data import DistributedSampler
@@ -97,7 +97,9 @@ def plan_mixture(
         raise UserError("every mixture weight is 0; give at least one corpus a weight above 0")
     for name in names:
         if blocks[name] == 0:
-            raise UserError(f"corpus '{name}' has no blocks but weight {weights[name]}; set mixture.weights.{name} to 0 or give it data")
+            raise UserError(
+                f"corpus '{name}' has no blocks but weight {weights[name]}; set mixture.weights.{name} to 0 or give it data"
+            )
     total = epoch_blocks or sum(blocks[name] for name in names)
     quotas = apportion(total, [weights[name] for name in names])
     for name, quota in zip(names, quotas):
@@ -175,7 +177,10 @@ class Schedule:
         """Blocks of each source in the epoch's batches before `batch`, without visiting them: O(sources x log)."""
         return np.array(
             [
-                batch * base + self._offsets_below(batch, high) - self._offsets_below(batch, low) + self._offsets_below(batch, wrap)
+                batch * base
+                + self._offsets_below(batch, high)
+                - self._offsets_below(batch, low)
+                + self._offsets_below(batch, wrap)
                 for base, low, high, wrap in zip(self.base.tolist(), self.low.tolist(), self.high.tolist(), self.wrap.tolist())
             ],
             dtype=np.int64,
@@ -302,8 +307,13 @@ class MixtureBatches(DistributedSampler):
 
     def layout(self) -> dict:
         return {
-            "sources": list(self.plan.names), "blocks": list(self.plan.blocks), "quotas": [int(q) for q in self.quotas],
-            "batch_size": self.batch_size, "world_size": self.world_size, "seed": self.seed, "shuffle": self.shuffle,
+            "sources": list(self.plan.names),
+            "blocks": list(self.plan.blocks),
+            "quotas": [int(q) for q in self.quotas],
+            "batch_size": self.batch_size,
+            "world_size": self.world_size,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
         }
 
     def state(self, epoch: int, batches: int) -> dict:
@@ -311,8 +321,11 @@ class MixtureBatches(DistributedSampler):
         if batches >= len(self):  # the last batch was served: the next one starts the next epoch
             epoch, batches = epoch + 1, 0
         return {
-            "epoch": epoch, "batches": batches, "phase_epoch": self.phase_epoch,
-            "offsets": dict(zip(self.plan.names, self.offsets.tolist())), **self.layout(),
+            "epoch": epoch,
+            "batches": batches,
+            "phase_epoch": self.phase_epoch,
+            "offsets": dict(zip(self.plan.names, self.offsets.tolist())),
+            **self.layout(),
         }
 
     def load_state(self, state: dict) -> None:
@@ -328,7 +341,9 @@ class MixtureBatches(DistributedSampler):
             if name in sizes and sizes[name] != blocks
         ]
         if different:
-            raise ValueError(f"this loader's state was saved for other data or settings ({'; '.join(different)}); resume with the same ones")
+            raise ValueError(
+                f"this loader's state was saved for other data or settings ({'; '.join(different)}); resume with the same ones"
+            )
         if all(saved[key] == now[key] for key in ("sources", "quotas", "batch_size", "world_size")):
             self.epoch, self.start_batch = saved["epoch"], saved["batches"]
             self.phase_epoch = saved["phase_epoch"]
@@ -349,19 +364,38 @@ def _checked_state(state) -> dict:
     if not isinstance(state, dict):
         raise ValueError(f"a loader state is a dict, got {type(state).__name__}")
     expected = {
-        "epoch": int, "batches": int, "phase_epoch": int, "offsets": dict, "sources": list, "blocks": list, "quotas": list,
-        "batch_size": int, "world_size": int, "seed": int, "shuffle": bool,
+        "epoch": int,
+        "batches": int,
+        "phase_epoch": int,
+        "offsets": dict,
+        "sources": list,
+        "blocks": list,
+        "quotas": list,
+        "batch_size": int,
+        "world_size": int,
+        "seed": int,
+        "shuffle": bool,
     }
     for key, kind in expected.items():
         value = state.get(key)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ValueError(f"loader state '{key}' must be {kind.__name__}, got {value!r}; was it saved by this loader?")
     names = state["sources"]
-    counts = [state["epoch"], state["batches"], state["phase_epoch"], state["batch_size"], state["world_size"], *state["blocks"], *state["quotas"]]
+    counts = [
+        state["epoch"],
+        state["batches"],
+        state["phase_epoch"],
+        state["batch_size"],
+        state["world_size"],
+        *state["blocks"],
+        *state["quotas"],
+    ]
     if not all(isinstance(value, int) and value >= 0 for value in counts) or state["batch_size"] < 1 or state["world_size"] < 1:
         raise ValueError("loader state holds a negative or non-integer count; was it saved by this loader?")
     if state["phase_epoch"] > state["epoch"] or len(state["blocks"]) != len(names) or len(state["quotas"]) != len(names):
-        raise ValueError("loader state is inconsistent (phase after epoch, or lists of different lengths); was it saved by this loader?")
+        raise ValueError(
+            "loader state is inconsistent (phase after epoch, or lists of different lengths); was it saved by this loader?"
+        )
     if set(state["offsets"]) != set(names) or not all(isinstance(v, int) and v >= 0 for v in state["offsets"].values()):
         raise ValueError("loader state 'offsets' must give each source a position >= 0")
     global_batch = state["batch_size"] * state["world_size"]
@@ -385,7 +419,9 @@ class MixedBlocks:
         sizes = {source.block_size for source in self.sources}
         if len(sizes) != 1:
             described = ", ".join(f"{folder}: {source.block_size}" for folder, source in zip(self.folders, self.sources))
-            raise UserError(f"the mixture's folders have different block sizes ({described}); group every corpus with one block_size")
+            raise UserError(
+                f"the mixture's folders have different block sizes ({described}); group every corpus with one block_size"
+            )
         self.block_size = sizes.pop()
         self.first_blocks = np.cumsum([0, *(len(source) for source in self.sources)])
 
@@ -416,7 +452,9 @@ class MixedBlocks:
         return batch
 
     def __getitem__(self, index):
-        return self.batch(index) if not isinstance(index, (int, np.integer)) else {k: v[0] for k, v in self.batch([index]).items()}
+        return (
+            self.batch(index) if not isinstance(index, (int, np.integer)) else {k: v[0] for k, v in self.batch([index]).items()}
+        )
 
     def check_unchanged(self) -> None:
         """Raise if any source folder was rewritten since this dataset was built (see Blocks)."""
@@ -443,7 +481,8 @@ def read_plan(path) -> tuple[Plan, list[Path]]:
         recipe = json.loads(path.read_text(encoding="utf-8"))
         sources = recipe["sources"]
         plan = Plan(
-            tuple(str(s["name"]) for s in sources), tuple(int(s["blocks"]) for s in sources),
+            tuple(str(s["name"]) for s in sources),
+            tuple(int(s["blocks"]) for s in sources),
             tuple(int(s["blocks_per_epoch"]) for s in sources),
         )
         folders = [path.parent / s["folder"] for s in sources]
@@ -455,8 +494,16 @@ def read_plan(path) -> tuple[Plan, list[Path]]:
 
 
 def mixture_loader(
-    plan_path, batch_size: int = 8, seed: int = 42, rank: int = 0, world_size: int = 1, shuffle: bool = True,
-    position_ids: bool = False, return_source: bool = False, verify: bool = False, **dataloader_kwargs,
+    plan_path,
+    batch_size: int = 8,
+    seed: int = 42,
+    rank: int = 0,
+    world_size: int = 1,
+    shuffle: bool = True,
+    position_ids: bool = False,
+    return_source: bool = False,
+    verify: bool = False,
+    **dataloader_kwargs,
 ) -> MixtureLoader:
     """A DataLoader over the mixture that the plan at `plan_path` describes (see MixtureBatches)."""
     plan, folders = read_plan(plan_path)

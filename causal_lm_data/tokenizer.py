@@ -72,9 +72,7 @@ def load_tokenizer(name: str, revision: str = "main"):
         bpe = Tokenizer(models.BPE.from_file(str(files["encoder.json"]), str(files["vocab.bpe"])))
         bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         bpe.decoder = decoders.ByteLevel()
-        tokenizer = PreTrainedTokenizerFast(
-            tokenizer_object=bpe, bos_token=EOS_TOKEN, eos_token=EOS_TOKEN, unk_token=EOS_TOKEN
-        )
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=EOS_TOKEN, eos_token=EOS_TOKEN, unk_token=EOS_TOKEN)
         tokenizer.pad_token = tokenizer.eos_token  # as in Lab1
         return tokenizer
 
@@ -98,10 +96,20 @@ def load_tokenizer(name: str, revision: str = "main"):
 # control characters, every Unicode plane, combining marks, long runs of spaces,
 # newlines and digits, literal special-token text, mixed scripts and emoji.
 PROBE = [
-    "Hello world", " Hello world", "\x00\x01\x1b[31m\x7f\x85\u2028", " " * 67 + "x", "\n\n\n\t \r\n",
-    "1234567890" * 7, "3.14159 2,718 1e-12 0x1F", "<|endoftext|>", "a<|endoftext|>b <s> </s> <unk>",
+    "Hello world",
+    " Hello world",
+    "\x00\x01\x1b[31m\x7f\x85\u2028",
+    " " * 67 + "x",
+    "\n\n\n\t \r\n",
+    "1234567890" * 7,
+    "3.14159 2,718 1e-12 0x1F",
+    "<|endoftext|>",
+    "a<|endoftext|>b <s> </s> <unk>",
     "naïve café, e\u0301, 日本語のテキスト, Ελληνικά, עברית, العربية, हिन्दी, 한국어",
-    "🤖🧪👩‍👩‍👧‍👦🏳️‍🌈", "\U0001d400\U00020000\U000e0001\U0010fffd", "don't I'LL we'Ve  it's", "a" * 3000,
+    "🤖🧪👩‍👩‍👧‍👦🏳️‍🌈",
+    "\U0001d400\U00020000\U000e0001\U0010fffd",
+    "don't I'LL we'Ve  it's",
+    "a" * 3000,
 ]
 
 
@@ -112,8 +120,13 @@ PROBE = [
 # The decoder and post-processor do not change ids encoded without special tokens.
 PROVEN_COMPONENTS = {
     "model": {
-        "BPE": {"byte_fallback": (False,), "fuse_unk": (False,), "continuing_subword_prefix": (None, ""),
-                "end_of_word_suffix": (None, ""), "ignore_merges": (False, True)},
+        "BPE": {
+            "byte_fallback": (False,),
+            "fuse_unk": (False,),
+            "continuing_subword_prefix": (None, ""),
+            "end_of_word_suffix": (None, ""),
+            "ignore_merges": (False, True),
+        },
     },
     "normalizer": {"NFC": {}, "Sequence": {}},
     "pre_tokenizer": {
@@ -139,6 +152,7 @@ def components(section: str, settings: dict | None):
 def backend_settings(backend) -> dict:
     """What of a tokenizer.json decides ids, laid out as in the file but without the vocabulary
     (read from the loaded objects: json.loads of Qwen's 6.9 MB tokenizer.json takes ~1 s here)."""
+
     def component(part) -> dict | None:
         return json.loads(part.__getstate__()) if part is not None else None
 
@@ -174,8 +188,11 @@ def unproven_components(settings: dict) -> str | None:
             if kind not in proven:
                 unproven.append(f"{section} {kind}")
                 continue
-            unproven += [f"{section} {kind} with {option}={component.get(option)!r}"
-                         for option, values in proven[kind].items() if component.get(option, values[0]) not in values]
+            unproven += [
+                f"{section} {kind} with {option}={component.get(option)!r}"
+                for option, values in proven[kind].items()
+                if component.get(option, values[0]) not in values
+            ]
             if kind == "Split" and "Regex" not in component.get("pattern", {}):
                 unproven.append(f"{section} Split on a string")
     if not unproven:
@@ -207,11 +224,23 @@ def added_token_probe(added_tokens: list[dict]) -> list[str]:
     for token in added_tokens:
         content = token["content"]
         for text in sorted({content, unicodedata.normalize("NFD", content), unicodedata.normalize("NFKC", content)}):
-            texts += [text, f"x{text}y", f"word{text}", f"{text}word", f"a {text} b", f"a  {text}  b", f"\t{text}\t",
-                      f"\n{text}\n", f" \n {text} \n ", f"{text}{text}", f"{text} {text}", f"{text}\n\n{text}"]
+            texts += [
+                text,
+                f"x{text}y",
+                f"word{text}",
+                f"{text}word",
+                f"a {text} b",
+                f"a  {text}  b",
+                f"\t{text}\t",
+                f"\n{text}\n",
+                f" \n {text} \n ",
+                f"{text}{text}",
+                f"{text} {text}",
+                f"{text}\n\n{text}",
+            ]
         for other in {content, *kinds.values()}:
             for first, second in ((content, other), (other, content)):
-                pairs = [first + gap + second for gap in ("", " ", "  ", "\n")] + [first + second[_overlap(first, second):]]
+                pairs = [first + gap + second for gap in ("", " ", "  ", "\n")] + [first + second[_overlap(first, second) :]]
                 texts += pairs + [f"a {pair} b" for pair in pairs]
     return texts
 
@@ -223,6 +252,7 @@ def _overlap(first: str, second: str) -> int:
 
 def _token_kind(token: dict) -> tuple:
     """What decides how an added token is matched: its flags and the kind of its first and last characters."""
+
     def edge(char: str) -> str:
         return "space" if char.isspace() else "word" if char.isalnum() or char == "_" else "other"
 
@@ -254,8 +284,10 @@ class Encoder:
         settings = backend_settings(backend) if backend is not None else {}
         refuse_dropout(settings)
         if not _same(self._encode_reference(PROBE), self._encode_reference(PROBE)):
-            raise UserError("the tokenizer encodes the same text differently when asked twice: "
-                            "its data would not be reproducible; use a deterministic tokenizer")
+            raise UserError(
+                "the tokenizer encodes the same text differently when asked twice: "
+                "its data would not be reproducible; use a deterministic tokenizer"
+            )
         self.fallback = unproven_components(settings) if backend is not None else "it has no tokenizer.json"
         if self.fallback is None:
             self._try_fast(backend, settings, [PROBE + added_token_probe(settings["added_tokens"]), list(sample)])

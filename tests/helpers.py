@@ -33,8 +33,13 @@ ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.envi
 def run(args, cwd, check=True, input_text=None, timeout=None, **env) -> subprocess.CompletedProcess:
     """Run a command in `cwd`, returning its output; fail the test with its stderr if check."""
     result = subprocess.run(
-        args, cwd=cwd, env={**ENV, "PYTHONPATH": str(cwd), **env}, capture_output=True, text=True,
-        input=input_text, timeout=timeout,
+        args,
+        cwd=cwd,
+        env={**ENV, "PYTHONPATH": str(cwd), **env},
+        capture_output=True,
+        text=True,
+        input=input_text,
+        timeout=timeout,
     )
     if check and result.returncode != 0:
         pytest.fail(f"{' '.join(map(str, args))} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
@@ -217,7 +222,8 @@ class MotoServer:
         executable = Path(sys.executable).parent / "moto_server"
         self.process = subprocess.Popen(
             [str(executable), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -273,18 +279,46 @@ def dask_cluster(workdir: Path, pythonpath: Path, workers: int = 2):
     binaries = Path(sys.executable).parent
     processes = [
         subprocess.Popen(
-            [binaries / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
-             "--dashboard-address", f"127.0.0.1:{dashboard}", "--no-show"],
-            cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                binaries / "dask",
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dashboard-address",
+                f"127.0.0.1:{dashboard}",
+                "--no-show",
+            ],
+            cwd=workdir,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
     ]
     address = f"tcp://127.0.0.1:{port}"
     for _ in range(workers):
-        processes.append(subprocess.Popen(
-            [binaries / "dask", "worker", address, "--host", "127.0.0.1", "--nthreads", "1",
-             "--dashboard-address", "127.0.0.1:0", "--local-directory", str(workdir / "dask-worker")],
-            cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))
+        processes.append(
+            subprocess.Popen(
+                [
+                    binaries / "dask",
+                    "worker",
+                    address,
+                    "--host",
+                    "127.0.0.1",
+                    "--nthreads",
+                    "1",
+                    "--dashboard-address",
+                    "127.0.0.1:0",
+                    "--local-directory",
+                    str(workdir / "dask-worker"),
+                ],
+                cwd=workdir,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
     try:
         from distributed import Client
 
@@ -304,4 +338,6 @@ def assert_engine_exact(encoder, reference, documents):
     expected = reference(documents, add_special_tokens=False)["input_ids"]
     pieces = np.split(ids.astype(np.int64), np.cumsum(lengths)[:-1])
     mismatched = [i for i, (a, e) in enumerate(zip(pieces, expected)) if a.tolist() != e]
-    assert len(pieces) == len(expected) and mismatched == [], f"{len(mismatched)} differ, first: {documents[mismatched[0]][:80]!r}"
+    assert len(pieces) == len(expected) and mismatched == [], (
+        f"{len(mismatched)} differ, first: {documents[mismatched[0]][:80]!r}"
+    )

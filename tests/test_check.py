@@ -25,8 +25,10 @@ def test_a_lab1_batch_passes():
         (batch(shape=(8, 64)), r"expected torch.int64 \(8, 128\)"),
         (batch(dtype=torch.int32), r"'input_ids' is torch.int32"),
         ({"input_ids": torch.zeros(8, 128, dtype=torch.int64)}, "the batch has no 'labels' tensor"),
-        ({"input_ids": torch.zeros(8, 128, dtype=torch.int64), "labels": torch.ones(8, 128, dtype=torch.int64)},
-         "labels differ from input_ids"),
+        (
+            {"input_ids": torch.zeros(8, 128, dtype=torch.int64), "labels": torch.ones(8, 128, dtype=torch.int64)},
+            "labels differ from input_ids",
+        ),
     ],
 )
 def test_a_wrong_batch_is_a_one_line_error(bad, message):

@@ -112,7 +112,10 @@ def test_hf_trainer_recipe_keeps_every_end_of_text_label(repo, tmp_path):
     run(["dvc", "exp", "run", "-S", "tokenize.add_eos=true"], cwd=repo)
     script = tmp_path / "train.py"
     script.write_text(TRAINER_SCRIPT)
-    run([sys.executable, str(script), str(repo / "data" / "grouped"), str(tmp_path / "out"), str(tmp_path / "seen.json")], cwd=tmp_path)
+    run(
+        [sys.executable, str(script), str(repo / "data" / "grouped"), str(tmp_path / "out"), str(tmp_path / "seen.json")],
+        cwd=tmp_path,
+    )
     seen = json.loads((tmp_path / "seen.json").read_text())
     assert len(seen) == 6
     eos_positions = 0
@@ -160,10 +163,15 @@ def test_worker_processes_start_without_reading_the_data(tmp_path, monkeypatch):
     block_size, blocks = 1024, 64 * 1024  # 128 MiB of uint16, far more than a worker's imports read
     schema = pa.schema([("input_ids", pa.list_(pa.uint16(), block_size))])
     values = pa.array(np.arange(block_size * blocks, dtype=np.uint16))
-    write_dataset(tmp_path / "grouped", schema, [pa.record_batch([pa.FixedSizeListArray.from_arrays(values, block_size)], schema=schema)])
+    write_dataset(
+        tmp_path / "grouped", schema, [pa.record_batch([pa.FixedSizeListArray.from_arrays(values, block_size)], schema=schema)]
+    )
     monkeypatch.setenv("WORKER_READS", str(tmp_path / "reads"))
     loader = make_dataloader(
-        tmp_path / "grouped", batch_size=8, num_workers=2, multiprocessing_context="spawn",
+        tmp_path / "grouped",
+        batch_size=8,
+        num_workers=2,
+        multiprocessing_context="spawn",
         worker_init_fn=bytes_read_at_worker_start,
     )
     batch = next(iter(loader))

@@ -76,17 +76,25 @@ def write_fineweb_like_repo(root):
     paragraphs = builtin_documents()
     files = {}
     for folder, names in {
-        "data/CC-MAIN-2024-10": ["000_00000.parquet"], "data/CC-MAIN-2013-20": ["000_00000.parquet"],
-        "sample/10BT": ["000_00000.parquet", "001_00000.parquet"], "sample/100BT": ["000_00000.parquet"],
+        "data/CC-MAIN-2024-10": ["000_00000.parquet"],
+        "data/CC-MAIN-2013-20": ["000_00000.parquet"],
+        "sample/10BT": ["000_00000.parquet", "001_00000.parquet"],
+        "sample/100BT": ["000_00000.parquet"],
     }.items():
         (root / folder).mkdir(parents=True)
         for name in names:
             texts = list(itertools.islice(paragraphs, 50))
-            table = pa.table({
-                "text": texts, "id": [f"<urn:uuid:{folder}-{i}>" for i in range(50)], "dump": [folder] * 50,
-                "url": [f"https://example.com/{i}" for i in range(50)], "language": ["en"] * 50,
-                "language_score": [0.9] * 50, "token_count": [len(text.split()) for text in texts],
-            })
+            table = pa.table(
+                {
+                    "text": texts,
+                    "id": [f"<urn:uuid:{folder}-{i}>" for i in range(50)],
+                    "dump": [folder] * 50,
+                    "url": [f"https://example.com/{i}" for i in range(50)],
+                    "language": ["en"] * 50,
+                    "language_score": [0.9] * 50,
+                    "token_count": [len(text.split()) for text in texts],
+                }
+            )
             pq.write_table(table, root / folder / name)
             files[f"{folder}/{name}"] = texts
     return root, files
@@ -96,13 +104,22 @@ def texts_of(batches):
     return [text for batch in batches for text in batch.column("text").to_pylist()]
 
 
-
-
 def test_wikitext_2_raw_runs_through_the_pipeline_as_lab1_tokenized_and_grouped_it(repo_clone, tmp_path):
     wikitext = write_wikitext_like_repo(tmp_path / "wikitext")
     run(
-        ["dvc", "exp", "run", "-S", "download.dataset=local", "-S", f"download.local_path={wikitext}",
-         "-S", "download.config=wikitext-2-raw-v1", "-S", "tokenize.tokenizer=gpt2"],
+        [
+            "dvc",
+            "exp",
+            "run",
+            "-S",
+            "download.dataset=local",
+            "-S",
+            f"download.local_path={wikitext}",
+            "-S",
+            "download.config=wikitext-2-raw-v1",
+            "-S",
+            "tokenize.tokenizer=gpt2",
+        ],
         cwd=repo_clone,
     )
     # Lab1: load_dataset("wikitext", "wikitext-2-raw-v1", split="train"), GPT-2, map(truncation=True, max_length=512).
@@ -110,7 +127,8 @@ def test_wikitext_2_raw_runs_through_the_pipeline_as_lab1_tokenized_and_grouped_
     tokenizer = load_tokenizer("gpt2")
     tokenized = lab1.map(
         lambda batch: tokenizer(batch["text"], truncation=True, max_length=512),
-        batched=True, remove_columns=lab1.column_names,
+        batched=True,
+        remove_columns=lab1.column_names,
     )
     empty = lab1["text"].count("")
     assert empty > 300 and len(lab1) > 1000  # WikiText's blank rows, over more than one of Lab1's 1,000-row map batches
@@ -156,7 +174,9 @@ def test_fineweb_sample_10bt_is_chosen_by_config_and_default_reads_every_dump(tm
     default = sorted(local_files(source, "train").files)
     assert default == [fineweb / "data/CC-MAIN-2013-20/000_00000.parquet", fineweb / "data/CC-MAIN-2024-10/000_00000.parquet"]
     batches, _ = load_batches(source, "train")
-    assert sorted(texts_of(batches)) == sorted(files["data/CC-MAIN-2013-20/000_00000.parquet"] + files["data/CC-MAIN-2024-10/000_00000.parquet"])
+    assert sorted(texts_of(batches)) == sorted(
+        files["data/CC-MAIN-2013-20/000_00000.parquet"] + files["data/CC-MAIN-2024-10/000_00000.parquet"]
+    )
 
 
 def test_fineweb_sample_through_the_download_stage(repo_clone, tmp_path):
@@ -165,8 +185,6 @@ def test_fineweb_sample_through_the_download_stage(repo_clone, tmp_path):
     run(stage_command("download", repo_clone), cwd=repo_clone)
     raw = read_table(repo_clone / "data/raw", "download").column("text").to_pylist()
     assert raw == files["sample/10BT/000_00000.parquet"] + files["sample/10BT/001_00000.parquet"]
-
-
 
 
 def test_config_mistakes_are_one_line_naming_every_config(repo_clone, tmp_path):

@@ -48,8 +48,6 @@ def test_bad_text_columns(table, message):
         text_of(table, "text")
 
 
-
-
 def test_hub_layout_folder_loads_through_datasets(tmp_path):
     texts = [f"review number {i}" for i in range(25)]
     repo = write_imdb_like_repo(tmp_path / "imdb", texts)
@@ -142,7 +140,11 @@ def test_a_hub_layout_folder_of_parquet_files_converts_in_parallel_like_the_stre
     repo = write_imdb_like_repo(tmp_path / "imdb", ["placeholder"])
     texts = [f"review {i} " * (i % 50) for i in range(4_000)]  # every 50th empty
     for number, part in enumerate((texts[:2_500], texts[2_500:])):
-        pq.write_table(pa.table({"text": part, "label": [0] * len(part)}), repo / "plain_text" / f"train-0000{number}-of-00002.parquet", row_group_size=300)
+        pq.write_table(
+            pa.table({"text": part, "label": [0] * len(part)}),
+            repo / "plain_text" / f"train-0000{number}-of-00002.parquet",
+            row_group_size=300,
+        )
     (repo / "plain_text" / "train-00000-of-00001.parquet").unlink()
     streamed = [text for batch in local_batches(repo) for text in text_of(batch, "text")[0].to_pylist()]
     from causal_lm_data.build.readers import local_files
@@ -159,4 +161,8 @@ def test_a_hub_layout_folder_of_parquet_files_converts_in_parallel_like_the_stre
         outputs.append({path.name: path.read_bytes() for path in (work / "data" / "raw").iterdir()})
         assert json.loads((work / "metrics" / "download.json").read_text())["empty_documents_skipped"] == 80
     assert outputs[0] == outputs[1]
-    assert read_table(tmp_path / "work-2" / "data" / "raw", "download").column("text").to_pylist() == streamed == [t for t in texts if t]
+    assert (
+        read_table(tmp_path / "work-2" / "data" / "raw", "download").column("text").to_pylist()
+        == streamed
+        == [t for t in texts if t]
+    )

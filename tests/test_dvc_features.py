@@ -110,6 +110,7 @@ def test_committing_the_remote_the_readme_way_leaves_an_applied_experiment_out(r
 
 def test_outputs_are_hardlinked_into_the_cache_not_copied(built_repo, repo):
     """data/ plus .dvc/cache is 1x data/, and stages still replace their read-only outputs."""
+
     def size(*folders):  # bytes on disk, each inode once
         files = {path.stat().st_ino: path.stat().st_size for folder in folders for path in folder.rglob("*") if path.is_file()}
         return sum(files.values())

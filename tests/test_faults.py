@@ -25,8 +25,11 @@ def test_a_stage_killed_mid_write_leaves_no_output_and_repro_rebuilds_it(built_r
     expected = files_of(built_repo)
     shutil.rmtree(repo / "data" / "tokenized")
     stage = subprocess.Popen(
-        stage_command("tokenize", repo), cwd=repo, env={**ENV, "PYTHONPATH": str(repo)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stage_command("tokenize", repo),
+        cwd=repo,
+        env={**ENV, "PYTHONPATH": str(repo)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     wait_for(repo / "data" / ".tokenized.partial" / "data-00000-of-00001.arrow")
     stage.send_signal(signal.SIGKILL)
@@ -41,8 +44,12 @@ def test_an_interrupted_repro_finishes_identically_when_run_again(built_repo, tm
     repo = tmp_path / "repo"
     run(["git", "clone", "-q", str(built_repo), str(repo)], cwd=tmp_path)
     repro = subprocess.Popen(
-        ["dvc", "repro"], cwd=repo, env={**ENV, "PYTHONPATH": str(repo)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        ["dvc", "repro"],
+        cwd=repo,
+        env={**ENV, "PYTHONPATH": str(repo)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     wait_for(repo / "data" / ".tokenized.partial" / "data-00000-of-00001.arrow")
     os.killpg(repro.pid, signal.SIGINT)  # Ctrl-C: the whole process group

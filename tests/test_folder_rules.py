@@ -21,10 +21,6 @@ from tests.helpers import assert_clean_failure, documents, run, stage_in, write_
 BLOCK_SIZE = 16
 
 
-
-
-
-
 @pytest.fixture(scope="module")
 def grouped(tmp_path_factory):
     """A group stage output of 50 blocks of 16 uint16 ids in 3 shards."""
@@ -83,7 +79,9 @@ def test_a_shard_name_that_is_no_file_name_is_refused(grouped, tmp_path, name):
     assert_refused(folder, "not a file name inside the folder")
 
 
-@pytest.mark.parametrize("entry", ["data.arrow", {"filename": shard_name(0, 3)}, {"filename": shard_name(0, 3), "sha256": "x", "rows": -1}])
+@pytest.mark.parametrize(
+    "entry", ["data.arrow", {"filename": shard_name(0, 3)}, {"filename": shard_name(0, 3), "sha256": "x", "rows": -1}]
+)
 def test_a_malformed_shard_entry_is_one_line(grouped, tmp_path, entry):
     folder = tampered(grouped, tmp_path, lambda files, _: files.__setitem__(0, entry))
     assert_refused(folder, "is corrupt or truncated")
@@ -120,11 +118,16 @@ def test_uint16_and_uint32_shards_in_one_folder_are_refused(grouped, tmp_path):
 
     def edit(files, folder):
         shutil.copy(tmp_path / "grouped32" / shard_name(0, 1), folder / "wide.arrow")
-        files.append(json.loads((tmp_path / "grouped32" / "state.json").read_text())["_data_files"][0] | {"filename": "wide.arrow"})
+        files.append(
+            json.loads((tmp_path / "grouped32" / "state.json").read_text())["_data_files"][0] | {"filename": "wide.arrow"}
+        )
 
     folder = tampered(grouped, tmp_path, edit)
-    with pytest.raises(ValueError, match=rf"{folder} mixes shards of different kinds \({shard_name(0, 3)} holds blocks of 16 uint16 ids, "
-                       r"document starts as uint16; wide.arrow holds blocks of 16 uint32 ids.*\); rebuild the folder") as error:
+    with pytest.raises(
+        ValueError,
+        match=rf"{folder} mixes shards of different kinds \({shard_name(0, 3)} holds blocks of 16 uint16 ids, "
+        r"document starts as uint16; wide.arrow holds blocks of 16 uint32 ids.*\); rebuild the folder",
+    ) as error:
         make_dataloader(folder)
     assert "\n" not in str(error.value)
 
@@ -134,7 +137,9 @@ def test_a_tokenized_folder_mixing_id_types_is_refused_by_group(tmp_path):
     write_tokens(tmp_path / "wide", documents(first_id=70_000), id_type=pa.uint32())
     shutil.copy(tmp_path / "wide" / shard_name(0, 1), tmp_path / "tokenized" / shard_name(1, 2))
     state = json.loads((tmp_path / "tokenized" / "state.json").read_text())
-    state["_data_files"][1] = json.loads((tmp_path / "wide" / "state.json").read_text())["_data_files"][0] | {"filename": shard_name(1, 2)}
+    state["_data_files"][1] = json.loads((tmp_path / "wide" / "state.json").read_text())["_data_files"][0] | {
+        "filename": shard_name(1, 2)
+    }
     (tmp_path / "tokenized" / "state.json").write_text(json.dumps(state))
     message = r"mixes shards of different kinds \(.* holds input_ids: list<item: uint16>; .* holds input_ids: list<item: uint32>\); rebuild it with: dvc repro --force --single-item tokenize"
     with pytest.raises(UserError, match=message):

@@ -32,7 +32,14 @@ from tests.helpers import (
 
 # Text that a careless reader splits, strips or mangles: line and paragraph separators,
 # a carriage return, quotes and escapes, a BOM-like character inside, astral characters.
-TRICKY = ["plain words", "a\u2028line separator", 'quotes " and \\ backslash', "  spaces kept  ", "é ü 中文 🎉", "zero\ufeffwidth"]
+TRICKY = [
+    "plain words",
+    "a\u2028line separator",
+    'quotes " and \\ backslash',
+    "  spaces kept  ",
+    "é ü 中文 🎉",
+    "zero\ufeffwidth",
+]
 COMPRESSORS = {
     "gzip": gzip.compress,
     "zstd": lambda data: zstandard.ZstdCompressor().compress(data),
@@ -67,8 +74,13 @@ def test_a_single_gzipped_jsonl_file_is_read_by_the_stage(tmp_path):
 @pytest.mark.parametrize(
     "name, compression",
     [
-        ("corpus.jsonl", None), ("corpus.jsonl.gz", "gzip"), ("corpus.jsonl.zst", "zstd"), ("corpus.ndjson.bz2", "bz2"),
-        ("corpus.json.xz", "xz"), ("CORPUS.JSONL.GZ", "gzip"), ("corpus.jsonl.zstd", "zstd"),
+        ("corpus.jsonl", None),
+        ("corpus.jsonl.gz", "gzip"),
+        ("corpus.jsonl.zst", "zstd"),
+        ("corpus.ndjson.bz2", "bz2"),
+        ("corpus.json.xz", "xz"),
+        ("CORPUS.JSONL.GZ", "gzip"),
+        ("corpus.jsonl.zstd", "zstd"),
         ("named-plain.jsonl", "gzip"),  # sniffed by its magic number
     ],
 )
@@ -78,7 +90,9 @@ def test_json_lines_in_every_compression(tmp_path, name, compression):
     assert read_local(tmp_path / name) == TRICKY
 
 
-@pytest.mark.parametrize("name, compression", [("corpus.txt", None), ("corpus.txt.gz", "gzip"), ("corpus.txt.zst", "zstd"), ("corpus.txt.xz", "xz")])
+@pytest.mark.parametrize(
+    "name, compression", [("corpus.txt", None), ("corpus.txt.gz", "gzip"), ("corpus.txt.zst", "zstd"), ("corpus.txt.xz", "xz")]
+)
 def test_text_lines_in_every_compression(tmp_path, name, compression):
     lines = [text for text in TRICKY]
     # One document per line: \n, \r\n and \r end lines (as the datasets text builder reads them), \u2028 does not.
@@ -120,7 +134,10 @@ def test_json_lines_across_read_blocks(tmp_path):
 @pytest.mark.parametrize(
     "content, message",
     [
-        (b'{"text": "a"}\n{"text": "b"}\n{"title": "c"}\n', "corpus.jsonl line 3 has no field 'text' (its fields: title); set download.text_column"),
+        (
+            b'{"text": "a"}\n{"text": "b"}\n{"title": "c"}\n',
+            "corpus.jsonl line 3 has no field 'text' (its fields: title); set download.text_column",
+        ),
         (b'{"text": "a"}\n{"text": null}\n', "corpus.jsonl line 2: 'text' is null, not text"),
         (b'{"text": "a"}\n\n{"text": 7}\n', "corpus.jsonl line 3: 'text' holds a number, not text"),
         (b'{"text": "a"}\n{"text": ["a"]}\n', "corpus.jsonl line 2: 'text' holds an array, not text"),
@@ -141,7 +158,7 @@ def test_broken_compressed_files_are_one_line(tmp_path, monkeypatch):
     whole = gzip.compress(jsonl(documents(5_000, "cut")))
     (tmp_path / "cut.jsonl.gz").write_bytes(whole[: len(whole) // 2])
     (tmp_path / "plain.jsonl.gz").write_bytes(jsonl(["not compressed"]))
-    (tmp_path / "bad.txt.gz").write_bytes(gzip.compress("good line\n".encode() + b"caf\xe9\n"))
+    (tmp_path / "bad.txt.gz").write_bytes(gzip.compress(b"good line\n" + b"caf\xe9\n"))
     for name, message in [
         ("cut.jsonl.gz", "cut.jsonl.gz: corrupt or truncated compressed data"),
         ("plain.jsonl.gz", "plain.jsonl.gz ends in .gz but is not gzip data"),
@@ -151,7 +168,9 @@ def test_broken_compressed_files_are_one_line(tmp_path, monkeypatch):
             read_local(tmp_path / name)
     (tmp_path / "pile.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(jsonl(["a"])))
     monkeypatch.setitem(sys.modules, "zstandard", None)  # as where the package is not installed
-    with pytest.raises(UserError, match="reading .*pile.jsonl.zst needs the `zstandard` package: pip install -r requirements.txt"):
+    with pytest.raises(
+        UserError, match="reading .*pile.jsonl.zst needs the `zstandard` package: pip install -r requirements.txt"
+    ):
         read_local(tmp_path / "pile.jsonl.zst")
     from causal_lm_data.build.raw import local_tasks
 
@@ -253,7 +272,10 @@ def test_hub_layout_folders_keep_their_splits_and_name_stray_files(tmp_path):
     repo = write_imdb_like_repo(tmp_path / "imdb", documents(50, "review"))
     assert read_local(repo) == documents(50, "review")  # test-*.parquet is the test split's: not left out
     write_parquet(repo / "plain_text" / "unsupervised-00000-of-00001.parquet", ["unlabelled"])
-    with pytest.raises(UserError, match="plain_text/unsupervised-00000-of-00001.parquet would be left out: they belong to no split of the configs of its README.md"):
+    with pytest.raises(
+        UserError,
+        match="plain_text/unsupervised-00000-of-00001.parquet would be left out: they belong to no split of the configs of its README.md",
+    ):
         read_local(repo)
     assert read_local(repo, data_files=["plain_text/train-*"]) == documents(50, "review")
     # Files another config of the README names belong to that config, and are not left out.
@@ -262,7 +284,9 @@ def test_hub_layout_folders_keep_their_splits_and_name_stray_files(tmp_path):
         "  - split: test\n    path: plain_text/test-*\n- config_name: unsupervised\n  data_files: plain_text/unsupervised-*\n---\n"
     )
     # Two configs and none marked default: one must be chosen, as load_dataset requires.
-    with pytest.raises(UserError, match="has 2 configs and none is chosen: set download.config to one of: plain_text, unsupervised"):
+    with pytest.raises(
+        UserError, match="has 2 configs and none is chosen: set download.config to one of: plain_text, unsupervised"
+    ):
         read_local(repo)
     assert read_local(repo, config="plain_text") == documents(50, "review")
     (repo / "notes.docx").write_bytes(b"PK\x03\x04")
@@ -315,7 +339,9 @@ def test_a_folder_of_compressed_files_converts_identically_with_1_and_2_workers_
     for number in range(120):
         texts = documents(300 + number, f"file{number}")
         kind = number % 6
-        name = f"{number // 40}/part-{number:03d}" + [".jsonl.gz", ".jsonl.zst", ".txt.bz2", ".ndjson.xz", ".parquet", ".json"][kind]
+        name = (
+            f"{number // 40}/part-{number:03d}" + [".jsonl.gz", ".jsonl.zst", ".txt.bz2", ".ndjson.xz", ".parquet", ".json"][kind]
+        )
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         if kind == 4:
             write_parquet(folder / name, texts, row_group_size=64)

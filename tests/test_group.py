@@ -20,8 +20,6 @@ def reference_blocks(documents, block_size):
     return blocks, starts
 
 
-
-
 @pytest.mark.parametrize("seed", range(12))
 def test_group_split_equals_concatenate_then_cut_with_document_starts(tmp_path, seed):
     rng = np.random.default_rng(seed)
@@ -43,7 +41,9 @@ def test_group_split_equals_concatenate_then_cut_with_document_starts(tmp_path, 
     if expected_blocks:
         fragments = sum(len(s) + (s[:1] != [0]) for s in expected_starts)
         assert counts["documents_per_block"] == round(fragments / len(expected_blocks), 4)
-        assert counts["blocks_starting_mid_document"] == round(sum(s[:1] != [0] for s in expected_starts) / len(expected_blocks), 4)
+        assert counts["blocks_starting_mid_document"] == round(
+            sum(s[:1] != [0] for s in expected_starts) / len(expected_blocks), 4
+        )
     if shard_bytes and len(expected_blocks) > 3:
         assert len(shards(tmp_path / "grouped", "group")) > 1
 

@@ -90,4 +90,6 @@ def test_revision_rules():
 
 def test_a_missing_local_path_is_said_at_once(tmp_path):
     with pytest.raises(UserError, match="no such file or folder: .*typo.parquet"):
-        resolve_input("download", "dataset", {"dataset": "local", "local_path": str(tmp_path / "typo.parquet"), "revision": "main"}, [])
+        resolve_input(
+            "download", "dataset", {"dataset": "local", "local_path": str(tmp_path / "typo.parquet"), "revision": "main"}, []
+        )

@@ -92,7 +92,17 @@ def test_the_loader_imports_nothing_of_the_write_side():
     )
     loaded = set(run([sys.executable, "-c", script], cwd=REPO).stdout.split())
     assert "torch" in loaded and "pyarrow" in loaded
-    build_side = {"datasets", "transformers", "tokenizers", "fastokens", "dask", "distributed", "dvc", "pandas", "ruamel"}  # (torch itself loads tqdm)
+    build_side = {
+        "datasets",
+        "transformers",
+        "tokenizers",
+        "fastokens",
+        "dask",
+        "distributed",
+        "dvc",
+        "pandas",
+        "ruamel",
+    }  # (torch itself loads tqdm)
     assert loaded & build_side == set()
     assert not [name for name in loaded if name.startswith(("causal_lm_data.build", "stages"))]
 

@@ -133,7 +133,10 @@ def test_a_shard_cut_at_a_record_batch_boundary_is_caught_without_hashing(groupe
     folder, blocks = grouped
     cut = shutil.copytree(folder, tmp_path / "grouped")
     schema = pa.schema([("input_ids", pa.list_(pa.uint16(), BLOCK_SIZE))])
-    two = [pa.record_batch([pa.FixedSizeListArray.from_arrays(pa.array(p.ravel()), BLOCK_SIZE)], schema=schema) for p in np.split(blocks, [30, 64])[:2]]
+    two = [
+        pa.record_batch([pa.FixedSizeListArray.from_arrays(pa.array(p.ravel()), BLOCK_SIZE)], schema=schema)
+        for p in np.split(blocks, [30, 64])[:2]
+    ]
     write_dataset(tmp_path / "two", schema, two)
     shard = cut / "data-00000-of-00001.arrow"
     with open(shard, "r+b") as file:

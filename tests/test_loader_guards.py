@@ -28,7 +28,16 @@ def grouped(tokenized):
     return tokenized.parent / "grouped"
 
 
-TODAYS_STATE = {"epoch": 1, "batches": 3, "num_blocks": 75, "batch_size": 4, "world_size": 1, "shuffle": True, "seed": 42, "drop_last": False}
+TODAYS_STATE = {
+    "epoch": 1,
+    "batches": 3,
+    "num_blocks": 75,
+    "batch_size": 4,
+    "world_size": 1,
+    "shuffle": True,
+    "seed": 42,
+    "drop_last": False,
+}
 
 
 def test_a_state_saved_by_state_dict_still_loads(grouped):

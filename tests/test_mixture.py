@@ -152,7 +152,12 @@ def test_states_that_cannot_be_served_are_refused_in_one_line():
     plan = Plan(("a",), (40,), (40,))
     sampler = MixtureBatches(plan, batch_size=8)
     good = sampler.state(0, 2)
-    for bad in ({**good, "batches": -3}, {**good, "batches": 6}, {**good, "epoch": 1.5}, {k: v for k, v in good.items() if k != "seed"}):
+    for bad in (
+        {**good, "batches": -3},
+        {**good, "batches": 6},
+        {**good, "epoch": 1.5},
+        {k: v for k, v in good.items() if k != "seed"},
+    ):
         with pytest.raises(ValueError) as error:
             MixtureBatches(plan, batch_size=8).load_state(bad)
         assert "\n" not in str(error.value)

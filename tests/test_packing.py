@@ -70,8 +70,14 @@ def test_a_llama_sees_each_document_on_its_own(packed, attention):
     folder, _ = packed
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=BLOCK_SIZE, attn_implementation=attention,
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=BLOCK_SIZE,
+        attn_implementation=attention,
     )
     model = LlamaForCausalLM(config).eval()
     batch = next(iter(make_dataloader(folder, batch_size=6, seed=3, position_ids=True)))
@@ -96,7 +102,11 @@ def test_position_ids_need_a_folder_with_document_starts(tmp_path):
     from causal_lm_data.build.writer import write_dataset
 
     schema = pa.schema([("input_ids", pa.list_(pa.uint16(), 4))])
-    write_dataset(tmp_path / "old", schema, [pa.record_batch([pa.FixedSizeListArray.from_arrays(pa.array(np.arange(8, dtype=np.uint16)), 4)], schema=schema)])
+    write_dataset(
+        tmp_path / "old",
+        schema,
+        [pa.record_batch([pa.FixedSizeListArray.from_arrays(pa.array(np.arange(8, dtype=np.uint16)), 4)], schema=schema)],
+    )
     assert len(make_dataloader(tmp_path / "old")) == 1  # Lab1 batches still work
     with pytest.raises(ValueError, match=r"records no document starts .* rebuild it with the group stage"):
         make_dataloader(tmp_path / "old", position_ids=True)
@@ -134,12 +144,18 @@ def test_hf_trainer_recipe_passes_position_ids_and_masked_labels(packed, tmp_pat
     folder, _ = packed
     script = tmp_path / "train.py"
     script.write_text(TRAINER_SCRIPT)
-    run([sys.executable, str(script), str(folder), str(tmp_path / "out"), str(tmp_path / "seen.json")], cwd=tmp_path, PYTHONPATH=str(REPO))
+    run(
+        [sys.executable, str(script), str(folder), str(tmp_path / "out"), str(tmp_path / "seen.json")],
+        cwd=tmp_path,
+        PYTHONPATH=str(REPO),
+    )
     seen = json.loads((tmp_path / "seen.json").read_text())
     everything = Blocks(folder, position_ids=True).batch(np.arange(len(Blocks(folder))))
     expected = {
         tuple(ids): (positions, labels)
-        for ids, positions, labels in zip(everything["input_ids"].tolist(), everything["position_ids"].tolist(), everything["labels"].tolist())
+        for ids, positions, labels in zip(
+            everything["input_ids"].tolist(), everything["position_ids"].tolist(), everything["labels"].tolist()
+        )
     }
     assert len(seen) == 3
     for batch in seen:

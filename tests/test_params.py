@@ -20,8 +20,13 @@ def with_value(section, key, value):
 def test_committed_params_are_lab1s_defaults():
     assert validate(copy.deepcopy(DEFAULTS)) == DEFAULTS
     assert DEFAULTS["tokenize"] == {
-        "tokenizer": "distilgpt2", "local_path": "inputs", "revision": "main",
-        "truncation": True, "max_length": 512, "add_bos": False, "add_eos": False,
+        "tokenizer": "distilgpt2",
+        "local_path": "inputs",
+        "revision": "main",
+        "truncation": True,
+        "max_length": 512,
+        "add_bos": False,
+        "add_eos": False,
     }
     assert DEFAULTS["group"] == {"block_size": 128, "shard_mb": 64}
     assert DEFAULTS["loader"] == {"batch_size": 8, "shuffle": True, "seed": 42}

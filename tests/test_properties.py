@@ -25,8 +25,14 @@ from tests.helpers import REPO, stage_command
 
 DEFAULTS = yaml.safe_load((REPO / "params.yaml").read_text())
 ANY_VALUE = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**6, 10**6), st.integers(-2**64, 2**64), st.floats(allow_nan=True), st.text(max_size=8),
-    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=1),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.integers(-(2**64), 2**64),
+    st.floats(allow_nan=True),
+    st.text(max_size=8),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=1),
 )
 KEYS = [(section, key) for section, keys in SCHEMA.items() for key in keys]
 

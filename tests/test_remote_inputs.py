@@ -62,8 +62,11 @@ def test_a_remote_corpus_is_pinned_by_its_etag_and_a_change_reruns_download(repo
     run(["dvc", "exp", "run", "-S", "download.dataset=local", "-S", f"download.local_path={url}"], cwd=repo_clone, **CREDENTIALS)
     assert lock_dep(repo_clone, url)["etag"] == etag
     assert metrics(repo_clone, "download") == {
-        "documents": 400, "characters": sum(map(len, texts)), "empty_documents_skipped": 0,
-        "source": f"{url} (remote)", "version": f"remote: etag {etag}, recorded in dvc.lock",
+        "documents": 400,
+        "characters": sum(map(len, texts)),
+        "empty_documents_skipped": 0,
+        "source": f"{url} (remote)",
+        "version": f"remote: etag {etag}, recorded in dvc.lock",
     }
     assert read_table(repo_clone / "data/raw", "download").column("text").to_pylist() == texts
     assert "up to date" in run(["dvc", "status"], cwd=repo_clone, **CREDENTIALS).stdout

@@ -29,8 +29,6 @@ def grouped(tmp_path_factory):
     return folder / "grouped"
 
 
-
-
 @pytest.mark.parametrize("size", [1, 2, 3, 5, 16, 17, 100, 1000, 4097])
 def test_the_permutation_is_exact_and_depends_on_seed_and_epoch(size):
     orders = {(seed, epoch): Permutation(size, seed, epoch)(np.arange(size)) for seed in (1, 2) for epoch in (0, 1)}
@@ -186,10 +184,17 @@ def test_lightning_killed_and_resumed_trains_on_the_same_batches(grouped, tmp_pa
     script.write_text(LIGHTNING_SCRIPT)
     for mode in ("whole", "killed", "resumed"):
         root = tmp_path / ("whole" if mode == "whole" else "run")
-        result = run([sys.executable, str(script), str(grouped), str(tmp_path / mode), str(root), mode], cwd=tmp_path, check=mode != "killed")
+        result = run(
+            [sys.executable, str(script), str(grouped), str(tmp_path / mode), str(root), mode],
+            cwd=tmp_path,
+            check=mode != "killed",
+        )
         assert (result.returncode != 0) == (mode == "killed"), result.stderr[-2000:]
     for rank in (0, 1):
-        steps = {mode: [json.loads(line) for line in (tmp_path / f"{mode}.{rank}").read_text().splitlines()] for mode in ("whole", "killed", "resumed")}
+        steps = {
+            mode: [json.loads(line) for line in (tmp_path / f"{mode}.{rank}").read_text().splitlines()]
+            for mode in ("whole", "killed", "resumed")
+        }
         assert [step for step, _ in steps["whole"]] == list(range(20))
         assert steps["killed"] == steps["whole"][:7]
         assert steps["resumed"] == steps["whole"][5:]

@@ -74,8 +74,19 @@ def test_local_runs_write_nothing_to_the_home_folder(repo_clone, tmp_path):
     (tmp_path / "corpus.txt").write_text("one document\nanother document\n" * 200)
     env = {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")}  # where the libraries cache by default
     command = [
-        "dvc", "exp", "run", "-S", "download.dataset=local", "-S", f"download.local_path={tmp_path / 'corpus.txt'}",
-        "-S", "tokenize.tokenizer=local", "-S", f"tokenize.local_path={tokenizer}", "-S", "group.block_size=16",
+        "dvc",
+        "exp",
+        "run",
+        "-S",
+        "download.dataset=local",
+        "-S",
+        f"download.local_path={tmp_path / 'corpus.txt'}",
+        "-S",
+        "tokenize.tokenizer=local",
+        "-S",
+        f"tokenize.local_path={tokenizer}",
+        "-S",
+        "group.block_size=16",
     ]
     run(command, cwd=repo_clone, **env)
     assert [str(path.relative_to(home)) for path in home.rglob("*")] == []

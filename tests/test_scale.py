@@ -25,10 +25,6 @@ def small_shards(repo: Path, corpus: Path | None = None) -> Path:
     return repo
 
 
-
-
-
-
 @pytest.mark.parametrize("source", ["built-in", "parquet"])
 def test_outputs_are_identical_for_any_worker_count_and_on_a_dask_cluster(tmp_path, source):
     """All three parallel stages; with parquet, download's row groups run on the executor too."""

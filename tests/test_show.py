@@ -8,12 +8,12 @@ import tomllib
 
 import numpy as np
 import pytest
-from tests.helpers import REPO, run
 from tokenizer_folders import mistral_v01
 
 from causal_lm_data.format import read_table
 from causal_lm_data.show import MARK, TEXT
 from causal_lm_data.tokenizer import load_tokenizer
+from tests.helpers import REPO, run
 
 SHOW = [sys.executable, "-m", "causal_lm_data", "show"]
 # Text that must never reach a terminal raw: a title change (OSC ... BEL), a bidi override,

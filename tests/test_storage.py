@@ -22,7 +22,9 @@ def test_written_dataset_opens_with_datasets_and_round_trips(tmp_path):
     loaded = datasets.load_from_disk(str(tmp_path / "out"))
     assert loaded.features["input_ids"] == datasets.List(datasets.Value("uint16"))
     assert loaded[12]["input_ids"] == [12, 12]
-    assert pa.Table.from_batches(read_batches(tmp_path / "out", stage="test")).column("input_ids").to_pylist() == loaded["input_ids"]
+    assert (
+        pa.Table.from_batches(read_batches(tmp_path / "out", stage="test")).column("input_ids").to_pylist() == loaded["input_ids"]
+    )
 
 
 def test_shards_close_at_the_first_batch_past_their_size_and_datasets_reads_them_in_order(tmp_path):

@@ -29,7 +29,9 @@ def test_truncation_keeps_the_start_like_transformers():
 def test_bos_and_eos_come_after_truncation():
     docs = [np.arange(10), np.arange(3), np.arange(0)]
     assert unflat(*shape_documents(*flat(docs), 4, bos=98, eos=99)) == [
-        [98, 0, 1, 2, 3, 99], [98, 0, 1, 2, 99], [98, 99],
+        [98, 0, 1, 2, 3, 99],
+        [98, 0, 1, 2, 99],
+        [98, 99],
     ]
     assert unflat(*shape_documents(*flat(docs), None, eos=99)) == [list(range(10)) + [99], [0, 1, 2, 99], [99]]
     assert unflat(*shape_documents(*flat(docs), 2, side="left", bos=98)) == [[98, 8, 9], [98, 1, 2], [98]]

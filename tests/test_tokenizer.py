@@ -45,10 +45,32 @@ TRICKY = [
 def adversarial_documents(count: int = 3000, seed: int = 0) -> list[str]:
     """Seeded hostile text: every Unicode plane, controls, long runs of spaces and digits, special-token text."""
     rng = np.random.default_rng(seed)
-    planes = [(0, 0x7F), (0x80, 0x7FF), (0x800, 0xD7FF), (0xE000, 0xFFFF), (0x10000, 0x1FFFF), (0x20000, 0x3FFFF),
-              (0xE0000, 0xE007F), (0xF0000, 0x10FFFD)]
-    pieces = [" " * 40, "\n" * 9, "\t \r\n", "9" * 60, "<|endoftext|>", "<s>", "</s>", "<unk>", "\x00", "\x1b[0m",
-              "'s 'll 're", "e\u0301", "\u200d", "Hello world"]
+    planes = [
+        (0, 0x7F),
+        (0x80, 0x7FF),
+        (0x800, 0xD7FF),
+        (0xE000, 0xFFFF),
+        (0x10000, 0x1FFFF),
+        (0x20000, 0x3FFFF),
+        (0xE0000, 0xE007F),
+        (0xF0000, 0x10FFFD),
+    ]
+    pieces = [
+        " " * 40,
+        "\n" * 9,
+        "\t \r\n",
+        "9" * 60,
+        "<|endoftext|>",
+        "<s>",
+        "</s>",
+        "<unk>",
+        "\x00",
+        "\x1b[0m",
+        "'s 'll 're",
+        "e\u0301",
+        "\u200d",
+        "Hello world",
+    ]
     documents = []
     for _ in range(count):
         parts = []
@@ -60,8 +82,6 @@ def adversarial_documents(count: int = 3000, seed: int = 0) -> list[str]:
                 parts.append("".join(map(chr, rng.integers(low, high + 1, size=rng.integers(1, 20)))))
         documents.append("".join(parts))
     return documents
-
-
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +119,7 @@ def test_sentencepiece_falls_back_to_transformers_and_says_why(tmp_path, corpora
 
 def test_an_engine_that_differs_on_the_check_text_is_not_used(distilgpt2, monkeypatch):
     """The fallback on a mismatch: a fast engine whose ids differ from the reference's is refused."""
+
     def shifted(self, texts):
         ids, lengths = original(self, texts)
         return ids + (ids == 995), lengths  # "world" becomes another token

@@ -21,10 +21,15 @@ from tests import tokenizer_folders
 from tests.helpers import assert_engine_exact, stage_in
 
 CHAT_TOKENS = [
-    AddedToken("<|endoftext|>", special=True), AddedToken("<|im_start|>", special=True),
-    AddedToken("<|im_end|>", special=True), AddedToken("<|user|>", special=True, lstrip=True),
-    AddedToken("<|assistant|>", special=True, rstrip=True), AddedToken("<|system|>", special=True, lstrip=True, rstrip=True),
-    AddedToken("[INST]", special=False), AddedToken(" United", special=False), AddedToken("word", single_word=True),
+    AddedToken("<|endoftext|>", special=True),
+    AddedToken("<|im_start|>", special=True),
+    AddedToken("<|im_end|>", special=True),
+    AddedToken("<|user|>", special=True, lstrip=True),
+    AddedToken("<|assistant|>", special=True, rstrip=True),
+    AddedToken("<|system|>", special=True, lstrip=True, rstrip=True),
+    AddedToken("[INST]", special=False),
+    AddedToken(" United", special=False),
+    AddedToken("word", single_word=True),
 ]
 # The texts the reported failure was found on, and their neighbours
 REPORTED = ["a <|user|> United", "a <|user|>  United States", "<|user|> United\n", "x<|user|>United", "a\t<|user|>\n United"]
@@ -154,7 +159,6 @@ def test_truncation_saved_in_tokenizer_json_does_not_reach_the_fast_engine(tmp_p
 def test_the_stage_falls_back_on_added_tokens_it_cannot_prove_and_refuses_dropout(tmp_path):
     import datasets
 
-
     # past the first 1,000 documents, which the stage also checks
     texts = [f"plain text {index}" for index in range(1100)] + ["a <|user|> United", "The United States <|user|>  United"]
     (tmp_path / "corpus.txt").write_text("\n".join(texts) + "\n")
@@ -178,8 +182,9 @@ def test_the_stage_falls_back_on_added_tokens_it_cannot_prove_and_refuses_dropou
 def test_an_engine_that_panics_on_a_check_text_is_not_used():
     """tokenizers 0.23.3 itself panics ("AddedVocabulary bad split") on "[INST]\\n\\n\\n" with these two tokens."""
     tokenizer = load_tokenizer("gpt2")
-    tokenizer.add_tokens([AddedToken("[INST]", special=True, rstrip=True, single_word=True),
-                          AddedToken("\n\n", special=True, lstrip=True)])
+    tokenizer.add_tokens(
+        [AddedToken("[INST]", special=True, rstrip=True, single_word=True), AddedToken("\n\n", special=True, lstrip=True)]
+    )
     encoder = Encoder(tokenizer)
     assert encoder.engine == "transformers" and "AddedVocabulary bad split" in encoder.fallback
 
@@ -189,16 +194,39 @@ def test_random_added_tokens_are_exact_or_fall_back(documents):
     transformers' on documents with those tokens injected; and some configurations are caught differing."""
     import random
 
-    contents = ["<|user|>", " United", "<|im_start|>", "[INST]", " the", "ing", "\n\n", "<|a|>", "<|a", "x ", " <sep> ",
-                "États", "e\u0301t"]
+    contents = [
+        "<|user|>",
+        " United",
+        "<|im_start|>",
+        "[INST]",
+        " the",
+        "ing",
+        "\n\n",
+        "<|a|>",
+        "<|a",
+        "x ",
+        " <sep> ",
+        "États",
+        "e\u0301t",
+    ]
     rng = random.Random(11)
     fallbacks = 0
     for _ in range(10):
         tokenizer = load_tokenizer("gpt2")
         chosen = rng.sample(contents, rng.randint(1, 5))
-        tokenizer.add_tokens([AddedToken(content, special=rng.random() < .5, lstrip=rng.random() < .4,
-                                         rstrip=rng.random() < .4, single_word=rng.random() < .3,
-                                         normalized=rng.random() < .5) for content in chosen])
+        tokenizer.add_tokens(
+            [
+                AddedToken(
+                    content,
+                    special=rng.random() < 0.5,
+                    lstrip=rng.random() < 0.4,
+                    rstrip=rng.random() < 0.4,
+                    single_word=rng.random() < 0.3,
+                    normalized=rng.random() < 0.5,
+                )
+                for content in chosen
+            ]
+        )
         encoder = Encoder(tokenizer)
         fallbacks += encoder.engine == "transformers"
         if encoder.engine == "fastokens":

@@ -13,8 +13,8 @@ Neither is a DVC param: they change how fast a stage runs, never what it writes.
 
 import multiprocessing
 import os
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable, Iterator, Sequence
 
 from causal_lm_data.errors import UserError
 
@@ -57,7 +57,9 @@ def _on_dask(scheduler: str, function: Callable, tasks: Sequence) -> Iterator:
     try:
         client = Client(**address, timeout=30)
     except (OSError, TimeoutError) as error:
-        raise UserError(f"cannot reach the Dask scheduler at {scheduler} ({error}); start it or unset PIPELINE_DASK_SCHEDULER") from None
+        raise UserError(
+            f"cannot reach the Dask scheduler at {scheduler} ({error}); start it or unset PIPELINE_DASK_SCHEDULER"
+        ) from None
     with client:
         try:
             client.wait_for_workers(1, timeout=WORKERLESS_SECONDS)

@@ -24,8 +24,9 @@ import io
 import json
 import lzma
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import pyarrow as pa
 
@@ -167,7 +168,9 @@ def _text(record, dotted: str, keys: list[str], path: Path, where: str) -> str:
         raise UserError(f"{path} {where} has no field '{dotted}' (its fields: {fields}); set download.text_column")
     if value is None:
         raise UserError(f"{path} {where}: '{dotted}' is null, not text; fill or drop the record")
-    raise UserError(f"{path} {where}: '{dotted}' holds {_JSON_TYPES.get(type(value), 'a value')}, not text; set download.text_column")
+    raise UserError(
+        f"{path} {where}: '{dotted}' holds {_JSON_TYPES.get(type(value), 'a value')}, not text; set download.text_column"
+    )
 
 
 def json_batches(path: Path, text_column: str) -> Iterator[pa.Table]:
@@ -220,7 +223,9 @@ def _lines(stream: BinaryIO, path: Path) -> Iterator[str]:
                 try:
                     line.decode("utf-8")
                 except UnicodeDecodeError as error:
-                    raise UserError(f"{path} line {offset:,} is not valid UTF-8 (byte {error.start}); re-encode the corpus as UTF-8") from None
+                    raise UserError(
+                        f"{path} line {offset:,} is not valid UTF-8 (byte {error.start}); re-encode the corpus as UTF-8"
+                    ) from None
             raise
         number += len(lines)
         yield from lines
@@ -251,9 +256,11 @@ def _array_records(stream: BinaryIO, path: Path) -> Iterator[tuple[int, object]]
         try:
             decoded = utf8.decode(chunk, final=not chunk)
         except UnicodeDecodeError as error:
-            raise UserError(f"{path} byte {state['offset'] + error.start:,} is not valid UTF-8; re-encode the corpus as UTF-8") from None
+            raise UserError(
+                f"{path} byte {state['offset'] + error.start:,} is not valid UTF-8; re-encode the corpus as UTF-8"
+            ) from None
         state["offset"] += len(chunk)
-        state["buffer"] = state["buffer"][state["position"]:] + decoded
+        state["buffer"] = state["buffer"][state["position"] :] + decoded
         state["position"] = 0
 
     def next_character() -> str:

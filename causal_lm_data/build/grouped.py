@@ -107,8 +107,11 @@ def group_shard(task: BlockShardTask) -> dict:
 
     rows, sha256 = write_shard(task.target, schema, record_batches())
     return {
-        "rows": rows, "sha256": sha256, "schema": schema,
-        "document_starts": len(starts), "blocks_starting_with_a_document": int(np.count_nonzero(starts == 0)),
+        "rows": rows,
+        "sha256": sha256,
+        "schema": schema,
+        "document_starts": len(starts),
+        "blocks_starting_with_a_document": int(np.count_nonzero(starts == 0)),
     }
 
 
@@ -139,9 +142,15 @@ def plan_shards(source: Path, target: Path, block_size: int, shard_bytes: int) -
         shard_blocks = min(blocks_per_shard, blocks - first_block) if blocks else 0
         low, high = first_block * block_size, (first_block + shard_blocks) * block_size
         sources = tuple(
-            (shard, int(first_tokens[i])) for i, shard in enumerate(inputs) if first_tokens[i] < high and first_tokens[i + 1] > low
+            (shard, int(first_tokens[i]))
+            for i, shard in enumerate(inputs)
+            if first_tokens[i] < high and first_tokens[i + 1] > low
         )
-        tasks.append(BlockShardTask(sources, str(target / shard_name(index, count)), first_block, shard_blocks, block_size, id_type, rows_per_batch))
+        tasks.append(
+            BlockShardTask(
+                sources, str(target / shard_name(index, count)), first_block, shard_blocks, block_size, id_type, rows_per_batch
+            )
+        )
     return tasks, int(first_tokens[-1])
 
 

@@ -25,8 +25,20 @@ LOCAL = "local"
 DEFAULT_REVISION = "main"
 # File endings that mark a value as a path, never a Hub id.
 PATH_SUFFIXES = {
-    ".parquet", ".csv", ".json", ".jsonl", ".ndjson", ".txt", ".arrow", ".model", ".tiktoken",
-    ".gz", ".zst", ".zstd", ".bz2", ".xz",
+    ".parquet",
+    ".csv",
+    ".json",
+    ".jsonl",
+    ".ndjson",
+    ".txt",
+    ".arrow",
+    ".model",
+    ".tiktoken",
+    ".gz",
+    ".zst",
+    ".zstd",
+    ".bz2",
+    ".xz",
 }
 # `scheme://`: what DVC reads as a URL (remote://, s3://, gs://, https://...), never as a local path.
 URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")

@@ -10,8 +10,15 @@ class Progress:
 
     def __init__(self, label: str, stream=sys.stderr, total: int | None = None):
         self.bar = tqdm(
-            desc=label, total=total, unit=" docs", unit_scale=True, file=stream, disable=not stream.isatty(),
-            mininterval=0.5, dynamic_ncols=True, leave=True,
+            desc=label,
+            total=total,
+            unit=" docs",
+            unit_scale=True,
+            file=stream,
+            disable=not stream.isatty(),
+            mininterval=0.5,
+            dynamic_ncols=True,
+            leave=True,
         )
         self.tokens = 0
 

@@ -11,9 +11,9 @@ the files and the params. The built-in corpus and Hub datasets stream through on
 process.
 """
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -41,7 +41,9 @@ def text_column_of(batch: pa.Table, text_column: str, where: str = "") -> pa.Chu
         for depth, field in enumerate(fields):
             if not pa.types.is_struct(column.type) or column.type.get_field_index(field) < 0:
                 inside = ".".join([first, *fields[:depth]])
-                names = [column.type.field(i).name for i in range(column.type.num_fields)] if pa.types.is_struct(column.type) else []
+                names = (
+                    [column.type.field(i).name for i in range(column.type.num_fields)] if pa.types.is_struct(column.type) else []
+                )
                 found = f"its fields: {', '.join(names)}" if names else f"it holds {column.type}"
                 raise UserError(f"{where}'{inside}' has no field '{field}' ({found}); set download.text_column")
             column = pc.struct_field(column, field)  # a null struct gives a null field
@@ -131,7 +133,9 @@ def masked(batches: Iterator[pa.RecordBatch], mask: np.ndarray) -> Iterator[pa.R
             yield kept
 
 
-def cleaned_pieces(tables: Iterable[pa.Table], text_column: str, counts: dict, shard_bytes: int, first_row: int = 0, where: str = "") -> Iterator[pa.RecordBatch]:
+def cleaned_pieces(
+    tables: Iterable[pa.Table], text_column: str, counts: dict, shard_bytes: int, first_row: int = 0, where: str = ""
+) -> Iterator[pa.RecordBatch]:
     """The non-empty documents of `tables` as record batches of at most PIECE_BYTES of text; adds to `counts`."""
     rows = first_row
     for table in tables:

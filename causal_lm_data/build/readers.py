@@ -9,9 +9,9 @@ folder instead of ~/.cache.
 import importlib.metadata
 import importlib.util
 import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -129,9 +129,7 @@ def _datasets_batches(label: str, path: str, split: str, **options) -> Iterator[
     datasets.disable_progress_bars()
     try:
         with tempfile.TemporaryDirectory(prefix="lm-data-datasets-") as cache:
-            loaded = datasets.load_dataset(
-                path, split=split, streaming=True, cache_dir=cache, trust_remote_code=False, **options
-            )
+            loaded = datasets.load_dataset(path, split=split, streaming=True, cache_dir=cache, trust_remote_code=False, **options)
             yield from loaded.with_format("arrow").iter(batch_size=BATCH_DOCUMENTS)
     except UserError:
         raise
@@ -233,7 +231,10 @@ def _split_files(
         base = root.resolve() / values.get("data_dir", "")
         patterns = sanitize_patterns(values["data_files"]) if values.get("data_files") else get_data_patterns(str(base))
         files = DataFilesDict.from_patterns(patterns, base_path=str(base))
-        return {split: [Path(file).resolve().relative_to(root.resolve()).as_posix() for file in found] for split, found in files.items()}
+        return {
+            split: [Path(file).resolve().relative_to(root.resolve()).as_posix() for file in found]
+            for split, found in files.items()
+        }
 
     if data_dir:
         chosen = resolved({"data_dir": data_dir})
@@ -245,7 +246,9 @@ def _split_files(
     if config is None:
         config = MetadataConfigs(configs).get_default_config_name() or (next(iter(configs)) if len(configs) == 1 else None)
         if config is None:
-            raise UserError(f"dataset '{root}' has {len(configs)} configs and none is chosen: set download.config to one of: {every_config}")
+            raise UserError(
+                f"dataset '{root}' has {len(configs)} configs and none is chosen: set download.config to one of: {every_config}"
+            )
     if config not in configs:
         raise UserError(f"dataset '{root}' has no config '{config}': set download.config to one of: {every_config}")
     every = {name: resolved(values) for name, values in configs.items()}
@@ -302,7 +305,9 @@ def local_files(
         chosen = _chosen_by_patterns(path, list(data_files), listed)
         refused = [name for name in chosen if not readable(Path(name))]
         if refused:
-            raise UserError(f"download.data_files matches files of no readable format: {_listed(refused)}; use one of {', '.join(DATA_FORMATS)}")
+            raise UserError(
+                f"download.data_files matches files of no readable format: {_listed(refused)}; use one of {', '.join(DATA_FORMATS)}"
+            )
         return LocalFiles([path / name for name in chosen], [name for name in listed if name not in chosen])
     unreadable = [name for name in listed if name not in not_data and not readable(Path(name))]
     if unreadable:

