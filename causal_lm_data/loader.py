@@ -37,7 +37,9 @@ REBUILD = "rebuild the folder (the group stage writes it: data/grouped)"
 class Blocks(Dataset):
     """The fixed-length blocks of a dataset folder written by the group stage, over all its shards.
 
-    Building it checks what state.json lists (see `stages.storage.shards`) and each
+    `split` picks "train" (the default) or "validation" of a folder with splits, as
+    make_dataloader does. Building it checks what state.json lists (see
+    `causal_lm_data.format.shards`) and each
     shard's structure, row count and kind (one id type, block size and set of
     columns), never its data; `verify=True` also checks every shard against its
     hash (the check stage does, once per build). DataLoader workers reopen the
@@ -47,8 +49,8 @@ class Blocks(Dataset):
 
     _refusal: UserError | None = None  # why a worker's copy cannot serve (see __setstate__)
 
-    def __init__(self, path=DEFAULT_PATH, verify: bool = False, position_ids: bool = False):
-        self.path, self.position_ids = Path(path), position_ids
+    def __init__(self, path=DEFAULT_PATH, verify: bool = False, position_ids: bool = False, split: str | None = None):
+        self.path, self.position_ids = split_folder(path, split, "group", REBUILD), position_ids
         found = shards(self.path, "group", REBUILD)
         self.fingerprint = fingerprint(found)
         self.shards = [map_blocks(shard) for shard in found]
@@ -394,7 +396,7 @@ def make_dataloader(
     if world_size is None:
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         rank, world_size = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
-    blocks = Blocks(folder, verify=verify, position_ids=position_ids)
+    blocks = Blocks(folder, verify=verify, position_ids=position_ids)  # `folder` is the split's already
     batches = BlockBatches(len(blocks), batch_size, shuffle, seed, rank, world_size, drop_last)
     # The sampler yields whole batches of indices, so each batch is one gather, not
     # batch_size item fetches plus a collate; batch_size=None tells DataLoader so.

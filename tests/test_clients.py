@@ -103,21 +103,30 @@ args = TrainingArguments(
     output_dir=sys.argv[2], max_steps=6, per_device_train_batch_size=8, report_to=[], save_strategy="no",
     use_cpu=True, seed=1, logging_strategy="no", disable_tqdm=True,
 )
-Trainer(model=model, args=args, train_dataset=Blocks(sys.argv[1])).train()
-json.dump(seen, open(sys.argv[3], "w"))
+# With a validation split, Blocks(path) is the training split and split="validation" the held-out one.
+trainer = Trainer(
+    model=model, args=args, train_dataset=Blocks(sys.argv[1]), eval_dataset=Blocks(sys.argv[1], split="validation")
+)
+trainer.train()
+trained = len(seen)
+evaluation = trainer.evaluate()
+json.dump({"seen": seen[:trained], "evaluated": len(seen) - trained, "eval_loss": evaluation["eval_loss"]}, open(sys.argv[3], "w"))
 """
 
 
-def test_hf_trainer_recipe_keeps_every_end_of_text_label(repo, tmp_path):
-    run(["dvc", "exp", "run", "-S", "tokenize.add_eos=true"], cwd=repo)
+def test_hf_trainer_recipe_keeps_every_end_of_text_label_and_evaluates_the_validation_split(repo, tmp_path):
+    run(["dvc", "exp", "run", "-S", "tokenize.add_eos=true", "-S", "download.validation_size=0.02"], cwd=repo)
     script = tmp_path / "train.py"
     script.write_text(TRAINER_SCRIPT)
     run(
         [sys.executable, str(script), str(repo / "data" / "grouped"), str(tmp_path / "out"), str(tmp_path / "seen.json")],
         cwd=tmp_path,
     )
-    seen = json.loads((tmp_path / "seen.json").read_text())
+    result = json.loads((tmp_path / "seen.json").read_text())
+    seen = result["seen"]
     assert len(seen) == 6
+    validation_blocks = len(Blocks(repo / "data" / "grouped", split="validation"))
+    assert validation_blocks > 0 and result["evaluated"] == -(-validation_blocks // 8) and result["eval_loss"] > 0
     eos_positions = 0
     for input_ids, labels in seen:
         input_ids, labels = np.asarray(input_ids), np.asarray(labels)
