@@ -36,6 +36,10 @@ Rules the loader relies on (and checks before it reads):
   reads, and a shard is the unit of parallel work. The row counts there catch a
   shard cut at a record-batch boundary without reading its data.
 
+- data/tokenized and data/grouped hold `provenance.json` at their top:
+  {"tokenizer": its name, "tokenizer_sha256": the sha256 of its tokenizer.json,
+  "add_bos", "add_eos"}. Corpora mixed into one recipe must share the tokenizer.
+
 Writing is causal_lm_data.build.writer's; this module only reads.
 """
 
@@ -112,6 +116,21 @@ def split_folder(folder, split: str | None, stage: str, fix: str | None = None) 
     if split not in names:
         raise ValueError(f"{folder} has no '{split}' split; it has: {', '.join(names)}")
     return Path(folder) / split
+
+
+PROVENANCE = "provenance.json"
+
+
+def read_provenance(folder) -> dict:
+    """What built a tokenized or grouped folder (its tokenizer; see the module's spec); {} if it records nothing."""
+    path = Path(folder) / PROVENANCE
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path} is malformed ({first_line(error)}); rebuild the folder") from None
+    return found if isinstance(found, dict) else {}
 
 
 def shard_name(index: int, count: int) -> str:

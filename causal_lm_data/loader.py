@@ -356,6 +356,16 @@ def batch_as_is(batch: dict) -> dict:
     return batch
 
 
+def _rank_and_world_size(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """This process's rank and the world size: as given, or an initialised torch.distributed group's, or 0 and 1."""
+    if (rank is None) != (world_size is None):
+        raise ValueError("give both rank and world_size, or neither (then torch.distributed decides)")
+    if world_size is None:
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        return (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
+    return rank, world_size
+
+
 def make_dataloader(
     path=DEFAULT_PATH,
     batch_size: int = 8,
@@ -367,11 +377,18 @@ def make_dataloader(
     drop_last: bool = False,
     position_ids: bool = False,
     verify: bool = False,
+    source: str | None = None,
+    return_source: bool = False,
     **dataloader_kwargs,
 ) -> BlockLoader:
     """A DataLoader of {"input_ids", "labels"} int64 batches of shape (batch_size, block_size).
 
-    path: a folder written by the group stage; by default this repository's data/grouped.
+    path: a folder written by the group stage (by default this repository's
+        data/grouped), or a recipe's plan (the mix stage's data/mix.json): its
+        corpora mixed by weight, every global batch holding each corpus' share to
+        within one block (causal_lm_data.mixture). source: one corpus of a plan alone.
+        return_source: with a plan, add `source`, each block's corpus (its position
+        in the plan), to log the loss per corpus.
 
     split: "train" (the default) or "validation" when download.validation_size held
         documents out. shuffle: defaults to True for train, False for validation.
@@ -388,14 +405,19 @@ def make_dataloader(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    if Path(path).suffix == ".json":  # a recipe's plan
+        from causal_lm_data.mixture import mixture_loader, plan_folder
+
+        if source is not None:
+            path = plan_folder(path, source)
+        else:
+            rank, world_size = _rank_and_world_size(rank, world_size)
+            options = {"position_ids": position_ids, "return_source": return_source, "verify": verify}
+            return mixture_loader(path, batch_size, shuffle, seed, split, rank, world_size, **options, **dataloader_kwargs)
     folder = split_folder(path, split, "group", REBUILD)
     if shuffle is None:
         shuffle = split in (None, "train")
-    if (rank is None) != (world_size is None):
-        raise ValueError("give both rank and world_size, or neither (then torch.distributed decides)")
-    if world_size is None:
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        rank, world_size = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
+    rank, world_size = _rank_and_world_size(rank, world_size)
     blocks = Blocks(folder, verify=verify, position_ids=position_ids)  # `folder` is the split's already
     batches = BlockBatches(len(blocks), batch_size, shuffle, seed, rank, world_size, drop_last)
     # The sampler yields whole batches of indices, so each batch is one gather, not

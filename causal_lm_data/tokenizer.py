@@ -376,3 +376,11 @@ def _first_difference(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.
 def load_encoder(name: str, revision: str = "main", sample: list[str] = ()) -> Encoder:
     """The fastest exact encoder for the tokenizer `name` (built in, Hub id or folder)."""
     return Encoder(load_tokenizer(name, revision), sample)
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """What identifies a tokenizer's ids: the sha256 of its tokenizer.json (vocabulary, merges, added tokens, pipeline).
+
+    Corpora mixed into one recipe must share it: the same id must mean the same token.
+    """
+    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode("utf-8")).hexdigest()

@@ -1,6 +1,7 @@
 """Stage check: Lab1's sanity check, one batch from the loader has the promised shape.
 
-    python -m stages.check --params loader --block-size ${group.block_size} --input data/grouped --metrics metrics/check.json
+    python -m stages.check --params loader --block-size ${group.block_size} --input data/grouped \
+        --plan data/mix.json --metrics metrics/check.json
 
 Exits non-zero with one line if the batch is wrong. It hashes every shard of the
 block folder once (the loader's `verify`); training processes skip that.
@@ -33,7 +34,7 @@ def check_batch(batch: dict, batch_size: int, block_size: int) -> None:
 
 
 def main() -> None:
-    args = arguments(__doc__, "block-size", "input", "metrics")
+    args = arguments(__doc__, "block-size", "input", "plan", "metrics")
     params = load_params(args.params)
     block_size = int(args.block_size)
     splits = split_names(args.input, "group")  # first: a bad dataset_dict.json is reported naming the dvc command
@@ -47,6 +48,11 @@ def main() -> None:
         if len(validation.dataset):
             check_batch(next(iter(validation)), min(params["batch_size"], len(validation.dataset)), block_size)
         found["validation_batches"] = len(validation)
+    # The recipe: one batch of the mixture, each block from the corpus the plan says.
+    mixture = make_dataloader(args.plan, params["batch_size"], params["shuffle"], params["seed"], return_source=True)
+    mixed = next(iter(mixture))
+    check_batch(mixed, params["batch_size"], block_size)
+    found["mixture_batches"] = len(mixture)
     write_json(args.metrics, found)
     print(f"check: input_ids and labels are int64 {tuple(found['batch_shape'])}; {len(loader):,} batches per epoch")
 

@@ -14,7 +14,7 @@ from causal_lm_data.build.executor import worker_count
 from causal_lm_data.build.grouped import group_split
 from causal_lm_data.build.params import load_params
 from causal_lm_data.build.writer import replacing, split_metrics, write_csv, write_json, write_split_names
-from causal_lm_data.format import split_names
+from causal_lm_data.format import PROVENANCE, read_provenance, split_names
 
 
 def main() -> None:
@@ -31,6 +31,8 @@ def main() -> None:
             for split in splits
         }
         write_split_names(output, splits)
+        if provenance := read_provenance(args.input):  # the tokenizer the blocks' ids belong to
+            write_json(output / PROVENANCE, provenance)
         counts = split_metrics(results)
         write_json(args.metrics, counts)
         write_csv(args.tokens_plot, ["step", "tokens"], [["kept in blocks", counts["tokens_kept"]]])

@@ -16,7 +16,7 @@ from causal_lm_data.build.params import load_params
 from causal_lm_data.build.progress import Progress
 from causal_lm_data.build.tokenized import first_documents, kept_rows, length_rows, pinned_encoder, tokenize_split
 from causal_lm_data.build.writer import replacing, split_metrics, write_csv, write_json, write_split_names
-from causal_lm_data.format import shards, split_names
+from causal_lm_data.format import PROVENANCE, shards, split_names
 
 
 def main() -> None:
@@ -32,6 +32,8 @@ def main() -> None:
     with replacing(args.output) as output:
         results = {split: tokenize_split(Path(args.input, split), output / split, encoder, params, progress) for split in splits}
         write_split_names(output, splits)
+        provenance = {key: about[key] for key in ("tokenizer", "tokenizer_sha256")}
+        write_json(output / PROVENANCE, {**provenance, "add_bos": params["add_bos"], "add_eos": params["add_eos"]})
         progress.close()
         # Inside `replacing`: if the metrics cannot be written, no new output appears either.
         counts = split_metrics({split: result["counts"] for split, result in results.items()})

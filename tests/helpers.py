@@ -341,3 +341,23 @@ def assert_engine_exact(encoder, reference, documents):
     assert len(pieces) == len(expected) and mismatched == [], (
         f"{len(mismatched)} differ, first: {documents[mismatched[0]][:80]!r}"
     )
+
+
+def write_three_corpora(root: Path) -> Path:
+    """Three grouped folders of 16-token blocks (61, 23 and 7 blocks; corpus k's ids in [1000k, 1000k + 1000))
+    and a plan over them with weights 2:1:1, as the mix stage writes it; returns the plan's path."""
+    from causal_lm_data.build.grouped import group_split
+    from causal_lm_data.plan import plan_mixture
+
+    rng = np.random.default_rng(0)
+    sources = []
+    for number, (name, count) in enumerate((("web", 100), ("code", 40), ("books", 12))):
+        texts = [(rng.integers(0, 1000, size=rng.integers(1, 21)) + 1000 * number).tolist() for _ in range(count)]
+        write_tokenized(root / name / "tokenized", texts, [count], batch_rows=7)
+        counts = group_split(root / name / "tokenized", root / name / "grouped", 16)
+        sources.append({"name": name, "folder": f"{name}/grouped", "blocks": counts["blocks"]})
+    plan, _ = plan_mixture({s["name"]: s["blocks"] for s in sources}, {"web": 2, "code": 1, "books": 1}, max_repetition=10)
+    for source, quota in zip(sources, plan.quotas):
+        source["blocks_per_epoch"] = quota
+    (root / "mix.json").write_text(json.dumps({"sources": sources}))
+    return root / "mix.json"

@@ -8,7 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from causal_lm_data.errors import UserError
-from causal_lm_data.mixture import MixtureBatches, Plan, Schedule, apportion, floor_sum, plan_mixture
+from causal_lm_data.mixture import MixtureBatches
+from causal_lm_data.plan import Plan, Schedule, apportion, floor_sum, plan_mixture
+from tests.helpers import write_three_corpora
 
 
 def test_floor_sum_equals_the_sum():
@@ -167,25 +169,7 @@ def test_states_that_cannot_be_served_are_refused_in_one_line():
 
 @pytest.fixture(scope="module")
 def three_corpora(tmp_path_factory):
-    """Three grouped folders of 16-token blocks (61, 23 and 7 blocks) and a plan over them, as the mix stage writes."""
-    import json
-
-    from causal_lm_data.build.grouped import group_split
-    from tests.helpers import write_tokenized
-
-    root = tmp_path_factory.mktemp("mixture")
-    rng = np.random.default_rng(0)
-    sources = []
-    for number, (name, documents) in enumerate((("web", 100), ("code", 40), ("books", 12))):
-        texts = [(rng.integers(0, 1000, size=rng.integers(1, 21)) + 1000 * number).tolist() for _ in range(documents)]
-        write_tokenized(root / name / "tokenized", texts, [documents], batch_rows=7)
-        counts = group_split(root / name / "tokenized", root / name / "grouped", 16)
-        sources.append({"name": name, "folder": f"{name}/grouped", "blocks": counts["blocks"]})
-    plan, _ = plan_mixture({s["name"]: s["blocks"] for s in sources}, {"web": 2, "code": 1, "books": 1}, max_repetition=10)
-    for source, quota in zip(sources, plan.quotas):
-        source["blocks_per_epoch"] = quota
-    (root / "mix.json").write_text(json.dumps({"sources": sources}))
-    return root
+    return write_three_corpora(tmp_path_factory.mktemp("mixture")).parent
 
 
 def test_the_loader_serves_the_planned_shares_with_their_sources(three_corpora):
@@ -224,3 +208,15 @@ def test_the_mixture_loader_resumes_exactly_with_workers(three_corpora, workers)
     while len(seen) < len(expected):
         seen += [b["input_ids"].tolist() for b in resumed]
     assert seen == expected
+
+
+def test_a_recipe_of_one_corpus_serves_exactly_the_folders_batches(built_repo):
+    from causal_lm_data import make_dataloader
+
+    plan = built_repo / "data" / "mix.json"
+    by_plan = [batch["input_ids"] for batch in make_dataloader(plan, batch_size=8, seed=3)]
+    by_folder = [batch["input_ids"] for batch in make_dataloader(built_repo / "data" / "grouped", batch_size=8, seed=3)]
+    assert len(by_plan) == len(by_folder) == 2264
+    assert all((a == b).all() for a, b in zip(by_plan, by_folder))
+    sources = next(iter(make_dataloader(plan, batch_size=8, return_source=True)))["source"]
+    assert sources.tolist() == [0] * 8

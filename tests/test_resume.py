@@ -9,7 +9,7 @@ import torch
 
 from causal_lm_data.build.grouped import group_split
 from causal_lm_data.loader import BlockBatches, Permutation, make_dataloader
-from tests.helpers import REPO, block_ids, run, write_tokenized
+from tests.helpers import REPO, block_ids, run, write_three_corpora, write_tokenized
 
 BLOCK_SIZE = 16
 
@@ -178,8 +178,11 @@ trainer.fit(Probe(), ckpt_path=f"{root}/checkpoints/epoch=0-step=5.ckpt" if mode
 """
 
 
-def test_lightning_killed_and_resumed_trains_on_the_same_batches(grouped, tmp_path):
-    """2 DDP processes, 13 batches per rank and epoch: killed at step 7, resumed from the step-5 checkpoint, run to 20."""
+@pytest.mark.parametrize("data", ["folder", "three-corpus recipe"])
+def test_lightning_killed_and_resumed_trains_on_the_same_batches(grouped, tmp_path, data):
+    """2 DDP processes, 13 (recipe: 11) batches per rank and epoch: killed at step 7, resumed from step 5, run to 20."""
+    if data != "folder":
+        grouped = write_three_corpora(tmp_path / "corpora")
     script = tmp_path / "train.py"
     script.write_text(LIGHTNING_SCRIPT)
     for mode in ("whole", "killed", "resumed"):

@@ -1,5 +1,6 @@
 """The one place that reads and validates params.yaml."""
 
+import re
 from pathlib import Path
 
 from causal_lm_data.errors import UserError
@@ -43,39 +44,78 @@ SCHEMA = {
     "loader": {"batch_size": (int, 1, MAX_BATCH), "shuffle": (bool, None, None), "seed": (int, 0, None)},
 }
 
+# The recipe: `corpora` (more corpora, each with download's keys) and `mixture`.
+RECIPE_SECTIONS = ("corpora", "mixture")
+MAIN_CORPUS = "main"  # the corpus of the `download` section, in mixture.weights
+CORPUS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+MIXTURE = {
+    "weights": (dict, None, None),
+    "max_repetition": ((int, float), 1, None),
+    "epoch_blocks": (int, 0, None),
+}
+
+
+def _check_section(name: str, values, keys: dict) -> None:
+    """Check one section (`name` is how messages call it) against its keys' (types, minimum, maximum)."""
+    if not isinstance(values, dict):
+        raise UserError(f"{PARAMS_FILE} needs a '{name}' section with keys: {', '.join(keys)}")
+    for key in values:
+        if key not in keys:
+            raise UserError(f"unknown key '{name}.{key}' in {PARAMS_FILE}; known: {', '.join(keys)}")
+    for key, (expected, minimum, maximum) in keys.items():
+        dotted = f"{name}.{key}"
+        if key not in values:
+            raise UserError(f"missing '{dotted}' in {PARAMS_FILE}")
+        value = values[key]
+        types = expected if isinstance(expected, tuple) else (expected,)
+        # bool is a subclass of int in Python: `block_size: true` must not pass as 1.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            type_names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise UserError(f"'{dotted}' must be {type_names}, got {value!r} ({type(value).__name__})")
+        if isinstance(value, str) and not value.strip() and f"download.{key}" not in MAY_BE_EMPTY:
+            raise UserError(f"'{dotted}' must not be empty")
+        if isinstance(value, list) and not all(isinstance(item, str) and item.strip() for item in value):
+            raise UserError(f"'{dotted}' must be a list of non-empty strings, got {value!r}")
+        if minimum is not None and not value >= minimum:  # NaN too
+            raise UserError(f"'{dotted}' must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise UserError(f"'{dotted}' must be <= {maximum:,}, got {value:,}")
+
+
+def _check_recipe(params: dict) -> None:
+    """`corpora`: more corpora, each with download's keys; `mixture`: a weight for each corpus, and its limits."""
+    corpora = params.get("corpora", {})
+    if not isinstance(corpora, dict):
+        raise UserError(f"'corpora' in {PARAMS_FILE} must map corpus names to their download settings, got {corpora!r}")
+    for name, values in corpora.items():
+        if not (isinstance(name, str) and CORPUS_NAME.fullmatch(name)) or name == MAIN_CORPUS:
+            raise UserError(
+                f"corpus name {name!r} must be letters, digits, '-' or '_' (it names folders and stages), and not '{MAIN_CORPUS}'"
+            )
+        _check_section(f"corpora.{name}", values, SCHEMA["download"])
+    mixture = params.get("mixture")
+    _check_section("mixture", mixture, MIXTURE)
+    weights = mixture["weights"]
+    for name, weight in weights.items():
+        if name != MAIN_CORPUS and name not in corpora:
+            raise UserError(f"mixture.weights names '{name}', which is no corpus; known: {', '.join([MAIN_CORPUS, *corpora])}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0 or weight == float("inf"):
+            raise UserError(f"'mixture.weights.{name}' must be a number >= 0, got {weight!r}")
+    missing = [name for name in [MAIN_CORPUS, *corpora] if name not in weights]
+    if missing:
+        raise UserError(f"corpora {', '.join(missing)} have no weight; set mixture.weights.<corpus> (0 leaves one out)")
+
 
 def validate(params: dict) -> dict:
-    """Check every section and key against SCHEMA; return params unchanged or raise UserError."""
+    """Check every section and key against SCHEMA (and the recipe); return params unchanged or raise UserError."""
     if not isinstance(params, dict):
         raise UserError(f"{PARAMS_FILE} must be a mapping of sections, got {type(params).__name__}")
     for section in params:
-        if section not in SCHEMA:
-            raise UserError(f"unknown section '{section}' in {PARAMS_FILE}; known: {', '.join(SCHEMA)}")
+        if section not in SCHEMA and section not in RECIPE_SECTIONS:
+            raise UserError(f"unknown section '{section}' in {PARAMS_FILE}; known: {', '.join([*SCHEMA, *RECIPE_SECTIONS])}")
     for section, keys in SCHEMA.items():
-        values = params.get(section)
-        if not isinstance(values, dict):
-            raise UserError(f"{PARAMS_FILE} needs a '{section}' section with keys: {', '.join(keys)}")
-        for key in values:
-            if key not in keys:
-                raise UserError(f"unknown key '{section}.{key}' in {PARAMS_FILE}; known: {', '.join(keys)}")
-        for key, (expected, minimum, maximum) in keys.items():
-            name = f"{section}.{key}"
-            if key not in values:
-                raise UserError(f"missing '{name}' in {PARAMS_FILE}")
-            value = values[key]
-            types = expected if isinstance(expected, tuple) else (expected,)
-            # bool is a subclass of int in Python: `block_size: true` must not pass as 1.
-            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-                type_names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-                raise UserError(f"'{name}' must be {type_names}, got {value!r} ({type(value).__name__})")
-            if isinstance(value, str) and not value.strip() and name not in MAY_BE_EMPTY:
-                raise UserError(f"'{name}' must not be empty")
-            if isinstance(value, list) and not all(isinstance(item, str) and item.strip() for item in value):
-                raise UserError(f"'{name}' must be a list of non-empty strings, got {value!r}")
-            if minimum is not None and not value >= minimum:  # NaN too
-                raise UserError(f"'{name}' must be >= {minimum}, got {value}")
-            if maximum is not None and value > maximum:
-                raise UserError(f"'{name}' must be <= {maximum:,}, got {value:,}")
+        _check_section(section, params.get(section), keys)
+    _check_recipe(params)
     return params
 
 
@@ -94,4 +134,9 @@ def load_params(section: str, path: Path = PARAMS_FILE) -> dict:
         raise UserError(f"{path} not found; run from the repository root") from None
     except (YAMLError, UnicodeDecodeError) as error:
         raise UserError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
-    return validate(params)[section]
+    found = validate(params)
+    for key in section.split("."):  # a dotted section: corpora.web
+        if not isinstance(found, dict) or key not in found:
+            raise UserError(f"no section '{section}' in {path}")
+        found = found[key]
+    return found

@@ -24,7 +24,7 @@ from causal_lm_data.build.progress import Progress
 from causal_lm_data.build.writer import from_numpy, write_index, write_shard
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import Shard, shard_name, shards, split_names
-from causal_lm_data.tokenizer import BUILTIN_TOKENIZERS, Encoder, load_encoder
+from causal_lm_data.tokenizer import BUILTIN_TOKENIZERS, Encoder, load_encoder, tokenizer_fingerprint
 
 # The document-length plot has LENGTH_POINTS points, up to twice max_length (16 tokens
 # a point at Lab1's 512), so its CSV stays ~1 KB whatever max_length is.
@@ -189,6 +189,7 @@ def pinned_encoder(params: dict, section: str, sample: list[str]) -> tuple[Encod
         "tokenizer": f"{source.name} ({source.describe()})",
         "version": versions.get(source.kind, revision),
         "engine": encoder.engine,
+        "tokenizer_sha256": tokenizer_fingerprint(encoder.tokenizer),
     }
     return encoder, about
 

@@ -1,0 +1,69 @@
+"""A data recipe end to end with real dvc: a second corpus, its own stages, the plan, a weight change."""
+
+import json
+
+import numpy as np
+import yaml
+
+from causal_lm_data import make_dataloader
+from tests.helpers import run
+
+
+def ran(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
+def test_a_two_corpus_recipe_plans_mixes_and_changes_a_weight_alone(repo, tmp_path):
+    corpus = tmp_path / "speeches.jsonl"
+    corpus.write_text(
+        "".join(json.dumps({"text": f"Speech {i}: " + "we the people " * (i % 40 + 5)}) + "\n" for i in range(3000))
+    )
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["corpora"] = {"speeches": {**params["download"], "dataset": "local", "local_path": str(corpus)}}
+    params["mixture"]["weights"] = {"main": 3, "speeches": 1}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    # Adding a corpus runs its own stages, the plan and the check: main's stages stay as they are.
+    assert ran(run(["dvc", "repro"], cwd=repo).stdout) == {
+        "corpus-download@speeches",
+        "corpus-tokenize@speeches",
+        "corpus-group@speeches",
+        "mix",
+        "check",
+    }
+    mix = json.loads((repo / "metrics" / "mix.json").read_text())["corpora"]
+    assert mix["main"]["target_share"] == 0.75 and abs(mix["main"]["share"] - 0.75) < 1e-4
+    assert mix["speeches"]["passes"] > 1  # the small corpus is upsampled
+    plan = json.loads((repo / "data" / "mix.json").read_text())
+    assert [s["folder"] for s in plan["sources"]] == ["grouped", "corpora/speeches/grouped"]
+
+    loader = make_dataloader(repo / "data" / "mix.json", batch_size=8, return_source=True)
+    quotas = np.array([s["blocks_per_epoch"] for s in plan["sources"]]) / plan["epoch_blocks"]
+    for batch, _ in zip(loader, range(50)):
+        counts = np.bincount(batch["source"].numpy(), minlength=2)
+        assert (np.abs(counts - 8 * quotas) < 1 + 1e-9).all()
+
+    # A weight change re-plans and re-checks, nothing else; dvc metrics diff shows the new shares.
+    run(["git", "add", "-A"], cwd=repo)
+    run(["git", "commit", "-qm", "two corpora"], cwd=repo)
+    assert ran(run(["dvc", "exp", "run", "-S", "mixture.weights.main=1"], cwd=repo).stdout) == {"mix", "check"}
+    diff = run(["dvc", "metrics", "diff", "--json"], cwd=repo).stdout
+    changed = json.loads(diff)["metrics/mix.json"]
+    assert changed["corpora.main.share"]["new"] == 0.5 and changed["corpora.main.share"]["old"] == 0.75
+
+
+def test_corpora_that_disagree_on_the_tokenizer_are_refused_in_one_line(repo, tmp_path):
+    corpus = tmp_path / "other.txt"
+    corpus.write_text("".join(f"line {i} of another corpus\n" for i in range(4000)))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["corpora"] = {"other": {**params["download"], "dataset": "local", "local_path": str(corpus)}}
+    params["mixture"]["weights"] = {"main": 1, "other": 1}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["dvc", "repro", "corpus-group@other"], cwd=repo)
+    provenance = repo / "data" / "corpora" / "other" / "grouped" / "provenance.json"
+    recorded = json.loads(provenance.read_text())
+    provenance.chmod(0o644)
+    provenance.write_text(json.dumps({**recorded, "tokenizer_sha256": "0" * 64}))
+    failed = run(["dvc", "repro", "--single-item", "mix"], cwd=repo, check=False)
+    assert failed.returncode != 0
+    assert "the corpora differ in tokenizer_sha256 (main: " in failed.stderr
