@@ -67,8 +67,9 @@ class FolderError(UserError):
 
     def __init__(self, problem: str, stage: str, fix: str | None = None, missing: bool = False):
         self.problem, self.stage, self.missing = problem, stage, missing
-        default = f"run the '{stage}' stage first" if missing else f"rebuild it with the '{stage}' stage"
-        super().__init__(f"{problem}; {fix or default}")
+        # A missing folder is built, not repaired: `fix` (how to repair one) does not apply.
+        remedy = f"run the '{stage}' stage first" if missing else fix or f"rebuild it with the '{stage}' stage"
+        super().__init__(f"{problem}; {remedy}")
 
 
 def plain_name(name) -> bool:

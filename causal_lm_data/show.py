@@ -47,11 +47,11 @@ class Folder:
         folder = Path(folder)
         if not folder.is_dir():
             raise UserError(f"{folder} is not a folder; give a data folder such as data/grouped, data/tokenized or data/raw")
+        self.stage = STAGES.get(folder.name, "group")
         try:
-            self.path = split_folder(folder, split)
+            self.path = split_folder(folder, split, self.stage)
         except ValueError as error:
             raise UserError(str(error)) from None
-        self.stage = STAGES.get(folder.name, "group")
         self.shards: list[Shard] = shards(self.path, self.stage)
         self.first_rows = np.cumsum([0] + [shard.rows for shard in self.shards])
         self.schema = self._table(0).schema

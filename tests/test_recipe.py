@@ -21,6 +21,7 @@ def test_a_two_corpus_recipe_plans_mixes_and_changes_a_weight_alone(repo, tmp_pa
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["corpora"] = {"speeches": {**params["download"], "dataset": "local", "local_path": str(corpus)}}
     params["mixture"]["weights"] = {"main": 3, "speeches": 1}
+    params["mixture"]["max_repetition"] = 10
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     # Adding a corpus runs its own stages, the plan and the check: main's stages stay as they are.
@@ -49,7 +50,8 @@ def test_a_two_corpus_recipe_plans_mixes_and_changes_a_weight_alone(repo, tmp_pa
     assert ran(run(["dvc", "exp", "run", "-S", "mixture.weights.main=1"], cwd=repo).stdout) == {"mix", "check"}
     diff = run(["dvc", "metrics", "diff", "--json"], cwd=repo).stdout
     changed = json.loads(diff)["metrics/mix.json"]
-    assert changed["corpora.main.share"]["new"] == 0.5 and changed["corpora.main.share"]["old"] == 0.75
+    assert abs(changed["corpora.main.share"]["new"] - 0.5) < 1e-4 and abs(changed["corpora.main.share"]["old"] - 0.75) < 1e-4
+    assert changed["corpora.main.target_share"] == {"old": 0.75, "new": 0.5, "diff": -0.25}
 
 
 def test_corpora_that_disagree_on_the_tokenizer_are_refused_in_one_line(repo, tmp_path):

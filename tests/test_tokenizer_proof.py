@@ -138,7 +138,7 @@ def test_bpe_dropout_is_refused_in_one_line(tmp_path):
 def test_any_tokenizer_that_encodes_a_text_two_ways_is_refused(tmp_path, monkeypatch):
     """The second guard, past the dropout check: the reference encodes the probe twice."""
     folder = edit_tokenizer_json(tokenizer_folders.gpt2_with_added_tokens(tmp_path / "dropout"), model__dropout=0.5)
-    monkeypatch.setattr("stages.tokenizer.refuse_dropout", lambda settings: None)
+    monkeypatch.setattr("causal_lm_data.tokenizer.refuse_dropout", lambda settings: None)
     with pytest.raises(UserError, match="encodes the same text differently when asked twice"):
         load_encoder(str(folder))
 

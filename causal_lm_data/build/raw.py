@@ -215,7 +215,11 @@ def local_tasks(files: list[Path], target: Path, text_column: str, shard_bytes: 
                 parts[-1] = FilePart(part.path, parts[-1].row_groups + part.row_groups, parts[-1].first_row)
             else:
                 parts.append(part)
-        cut = shard_bytes if run_bytes <= shard_bytes else -(-run_bytes // -(-run_bytes // shard_bytes))
+        # A parquet row group larger than a shard is cut in equal parts, not full shards and a sliver.
+        # A whole file is cut at shard_bytes: its size only estimates its text, and a file that
+        # grows at its end (appended documents) must keep its earlier shards, so DVC moves only the new ones.
+        whole_file = run[0][1].row_groups is None
+        cut = shard_bytes if run_bytes <= shard_bytes or whole_file else -(-run_bytes // -(-run_bytes // shard_bytes))
         number, first = run[0]
         name = f"-{number:05d}-{(first.row_groups or (0,))[0]:06d}"
         tasks.append(ConvertTask(tuple(parts), str(target), text_column, cut, name))
