@@ -13,6 +13,7 @@ import importlib
 # public name -> the module that defines it
 _PUBLIC = {
     "make_dataloader": "causal_lm_data.loader",
+    "from_params": "causal_lm_data.loader",
     "Blocks": "causal_lm_data.loader",
     "BlockLoader": "causal_lm_data.loader",
     "MixedBlocks": "causal_lm_data.mixture",

@@ -424,3 +424,29 @@ def make_dataloader(
     # batch_size item fetches plus a collate; batch_size=None tells DataLoader so.
     dataloader_kwargs.setdefault("collate_fn", batch_as_is)
     return BlockLoader(blocks, sampler=batches, batch_size=None, **dataloader_kwargs)
+
+
+def from_params(path=DEFAULT_PATH, params_file=None, **options) -> BlockLoader:
+    """make_dataloader with the `loader` section of params.yaml (batch_size, shuffle, seed): the settings the check stage validated.
+
+    `params_file` defaults to the params.yaml beside the `data/` folder that holds
+    `path` (this repository's, for the default path); `options` override it and
+    pass on to make_dataloader (split, rank, world_size, num_workers...).
+    """
+    import yaml  # PyYAML: read here only, so the loader itself needs no YAML parser
+
+    path = Path(path)
+    if params_file is None:
+        params_file = next(
+            (parent / "params.yaml" for parent in path.resolve().parents if (parent / "params.yaml").is_file()), None
+        )
+        if params_file is None:
+            raise ValueError(f"no params.yaml above {path}; give params_file=")
+    try:
+        section = yaml.safe_load(Path(params_file).read_text(encoding="utf-8"))["loader"]
+        settings = {key: section[key] for key in ("batch_size", "shuffle", "seed")}
+    except (OSError, yaml.YAMLError, LookupError, TypeError) as error:
+        raise ValueError(
+            f"{params_file} has no readable loader section ({error.__class__.__name__}); give the settings instead"
+        ) from None
+    return make_dataloader(path, **(settings | options))

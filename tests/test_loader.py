@@ -4,6 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+import yaml
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from causal_lm_data.build.writer import write_dataset
@@ -143,3 +144,18 @@ def test_a_shard_cut_at_a_record_batch_boundary_is_caught_without_hashing(groupe
         file.truncate((tmp_path / "two" / "data-00000-of-00001.arrow").stat().st_size - 8)  # less its end-of-stream marker
     with pytest.raises(ValueError, match=r"corrupt or truncated \(data-00000-of-00001.arrow has 64 rows, state.json says 100\)"):
         make_dataloader(cut)
+
+
+def test_from_params_builds_the_loader_the_check_stage_validated(repo):
+    from causal_lm_data import from_params
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["loader"].update(batch_size=5, seed=7)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    loader = from_params(repo / "data" / "grouped")
+    first = next(iter(loader))["input_ids"]
+    assert first.shape == (5, 128)
+    assert (first == next(iter(make_dataloader(repo / "data" / "grouped", batch_size=5, seed=7)))["input_ids"]).all()
+    assert next(iter(from_params(repo / "data" / "grouped", batch_size=2)))["input_ids"].shape == (2, 128)
+    with pytest.raises(ValueError, match="no params.yaml above"):
+        from_params("/tmp")
