@@ -17,7 +17,7 @@ from causal_lm_data.build.formats import format_of
 from causal_lm_data.build.inputs import resolve_input
 from causal_lm_data.build.params import load_params
 from causal_lm_data.build.progress import Progress
-from causal_lm_data.build.raw import SCHEMA, cleaned_pieces, convert_files, held_out, masked, new_counts
+from causal_lm_data.build.raw import SCHEMA, cleaned_pieces, convert_files, held_out, masked, new_counts, source_filter
 from causal_lm_data.build.readers import (
     BUILTIN_CORPUS,
     dataset_options,
@@ -38,6 +38,7 @@ def main() -> None:
     shard_bytes = params["shard_mb"] << 20
     source = resolve_input(args.params, "dataset", params, builtins=[BUILTIN_CORPUS], urls=True)
     options = dataset_options(source, params)
+    keep = source_filter(params, args.params)
     local = local_files(source, params["split"], params["data_files"], options.get("name"), options.get("data_dir"))
     counts = new_counts()
     if local:
@@ -53,9 +54,9 @@ def main() -> None:
         # With a validation split, every document is written once, then divided.
         everything = output / "all" if params["validation_size"] else output
         if local:
-            convert_files(local.files, everything, params["text_column"], shard_bytes, counts, progress)
+            convert_files(local.files, everything, params["text_column"], shard_bytes, counts, progress, keep)
         else:
-            pieces = cleaned_pieces(progress.counted(batches), params["text_column"], counts, shard_bytes)
+            pieces = cleaned_pieces(progress.counted(batches), params["text_column"], counts, shard_bytes, keep=keep)
             write_dataset(everything, SCHEMA, pieces, shard_bytes)
         progress.close()
         if counts["documents"] == 0:

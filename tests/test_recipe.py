@@ -19,7 +19,7 @@ def test_a_two_corpus_recipe_plans_mixes_and_changes_a_weight_alone(repo, tmp_pa
         "".join(json.dumps({"text": f"Speech {i}: " + "we the people " * (i % 40 + 5)}) + "\n" for i in range(3000))
     )
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["corpora"] = {"speeches": {**params["download"], "dataset": "local", "local_path": str(corpus)}}
+    params["corpora"] = {"speeches": {"dataset": "local", "local_path": str(corpus)}}  # the other keys: defaults
     params["mixture"]["weights"] = {"main": 3, "speeches": 1}
     params["mixture"]["max_repetition"] = 10
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -69,3 +69,33 @@ def test_corpora_that_disagree_on_the_tokenizer_are_refused_in_one_line(repo, tm
     failed = run(["dvc", "repro", "--single-item", "mix"], cwd=repo, check=False)
     assert failed.returncode != 0
     assert "the corpora differ in tokenizer_sha256 (main: " in failed.stderr
+
+
+def test_a_multi_source_file_yields_one_corpus_per_source(tmp_path):
+    """The Pile's layout: one .jsonl.zst whose records name their source in meta.pile_set_name."""
+    import zstandard
+
+    from causal_lm_data.format import read_table
+    from tests.helpers import local, stage_in
+
+    records = [
+        {"text": f"{source} document {i}", "meta": {"pile_set_name": source}}
+        for i in range(300)
+        for source in ("Github", "Wikipedia (en)", "ArXiv")
+    ]
+    records.append({"text": "no source at all", "meta": {}})
+    corpus = tmp_path / "pile.jsonl.zst"
+    corpus.write_bytes(zstandard.ZstdCompressor().compress("".join(json.dumps(r) + "\n" for r in records).encode()))
+    for source in ("Github", "Wikipedia (en)"):
+        work = tmp_path / source.split()[0]
+        work.mkdir()
+        result = stage_in(
+            work, "download", **local(corpus), download__source_field="meta.pile_set_name", download__source_value=source
+        )
+        assert result.returncode == 0, result.stderr
+        texts = read_table(work / "data" / "raw", "download").column("text").to_pylist()
+        assert texts == [f"{source} document {i}" for i in range(300)]
+        metrics = json.loads((work / "metrics" / "download.json").read_text())
+        assert metrics["documents"] == 300 and metrics["documents_of_other_sources"] == 601
+    only_one = stage_in(tmp_path / "Github", "download", **local(corpus), download__source_field="meta.pile_set_name")
+    assert only_one.returncode == 1 and "set both download.source_field and download.source_value" in only_one.stderr

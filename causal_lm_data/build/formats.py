@@ -128,9 +128,12 @@ def _reading_failure(path: Path, error: Exception) -> UserError | None:
     return None
 
 
-def _table(column: str, texts: list[str], numbers: list[int], path: Path, unit: str) -> pa.Table:
+def _table(
+    column: str, texts: list[str], numbers: list[int], path: Path, unit: str, source_field: str | None = None, sources=()
+) -> pa.Table:
     try:
-        return pa.table({column: pa.array(texts, pa.string())})
+        table = pa.table({column: pa.array(texts, pa.string())})
+        return table.append_column(source_field, pa.array(sources, pa.string())) if source_field else table
     except UnicodeEncodeError:  # a lone surrogate escape ("\ud800") is no UTF-8 text
         for text, number in zip(texts, numbers):
             try:
@@ -173,16 +176,21 @@ def _text(record, dotted: str, keys: list[str], path: Path, where: str) -> str:
     )
 
 
-def json_batches(path: Path, text_column: str) -> Iterator[pa.Table]:
-    """The texts of a JSON lines file (or a `.json` array of records) as tables of one column, `text_column`."""
+def json_batches(path: Path, text_column: str, source_field: str | None = None) -> Iterator[pa.Table]:
+    """The texts of a JSON lines file (or a `.json` array of records) as tables of one column, `text_column`.
+
+    With `source_field` (a dotted field such as `meta.pile_set_name`), a second column
+    of that name holds each record's value of it, as text (null where it has none).
+    """
     keys = text_column.split(".")
+    source_keys = source_field.split(".") if source_field else None
     try:
         with open_binary(path) as stream:
             head = stream.peek(_READ_BYTES)  # what is buffered: enough to see past leading whitespace
             head = head[len(_BOM) :] if head.startswith(_BOM) else head
             array = head.lstrip(b" \t\r\n").startswith(b"[")
             records, unit = (_array_records(stream, path), "record") if array else (_line_records(stream, path), "line")
-            texts, numbers = [], []
+            texts, numbers, sources = [], [], []
             for number, record in records:
                 # The common case, a top-level string field, costs one lookup; _text decides every other.
                 value = record.get(text_column) if record.__class__ is dict else None
@@ -190,11 +198,14 @@ def json_batches(path: Path, text_column: str) -> Iterator[pa.Table]:
                     value = _text(record, text_column, keys, path, f"{unit} {number:,}")
                 texts.append(value)
                 numbers.append(number)
+                if source_keys:
+                    source = _field(record, source_field, source_keys)
+                    sources.append(None if source is None or source is _MISSING else str(source))
                 if len(texts) == BATCH_DOCUMENTS:
-                    yield _table(text_column, texts, numbers, path, unit)
-                    texts, numbers = [], []
+                    yield _table(text_column, texts, numbers, path, unit, source_field, sources)
+                    texts, numbers, sources = [], [], []
             if texts:
-                yield _table(text_column, texts, numbers, path, unit)
+                yield _table(text_column, texts, numbers, path, unit, source_field, sources)
     except UserError:
         raise
     except Exception as error:

@@ -14,7 +14,7 @@ MAX_TOKENS = 1 << 20
 MAX_BATCH = 1 << 16
 
 # Keys whose empty value (null or '') means "not chosen": the dataset's default.
-MAY_BE_EMPTY = {"download.config", "download.data_dir"}
+MAY_BE_EMPTY = {"download.config", "download.data_dir", "download.source_field", "download.source_value"}
 
 # section -> key -> (type or types, smallest allowed value or None, largest or None)
 SCHEMA = {
@@ -26,6 +26,8 @@ SCHEMA = {
         "data_dir": ((str, type(None)), None, None),
         "split": (str, None, None),
         "text_column": (str, None, None),
+        "source_field": ((str, type(None)), None, None),
+        "source_value": ((str, type(None)), None, None),
         "data_files": (list, None, None),
         "validation_size": ((int, float), 0, None),
         "seed": (int, 0, None),
@@ -42,6 +44,22 @@ SCHEMA = {
     },
     "group": {"block_size": (int, 1, MAX_TOKENS), "shard_mb": (int, 1, 1024)},
     "loader": {"batch_size": (int, 1, MAX_BATCH), "shuffle": (bool, None, None), "seed": (int, 0, None)},
+}
+
+# A corpus of `corpora` names its `dataset` and `local_path` (dvc.yaml's dependency);
+# its other keys, when left out, take these values (the defaults of `download`).
+CORPUS_DEFAULTS = {
+    "revision": "main",
+    "config": None,
+    "data_dir": None,
+    "split": "train",
+    "text_column": "text",
+    "source_field": None,
+    "source_value": None,
+    "data_files": [],
+    "validation_size": 0,
+    "seed": 42,
+    "shard_mb": 64,
 }
 
 # The recipe: `corpora` (more corpora, each with download's keys) and `mixture`.
@@ -92,6 +110,9 @@ def _check_recipe(params: dict) -> None:
             raise UserError(
                 f"corpus name {name!r} must be letters, digits, '-' or '_' (it names folders and stages), and not '{MAIN_CORPUS}'"
             )
+        if not isinstance(values, dict):
+            raise UserError(f"corpora.{name} in {PARAMS_FILE} must be a mapping of download settings, got {values!r}")
+        values.update({key: value for key, value in CORPUS_DEFAULTS.items() if key not in values})
         _check_section(f"corpora.{name}", values, SCHEMA["download"])
     mixture = params.get("mixture")
     _check_section("mixture", mixture, MIXTURE)

@@ -133,19 +133,59 @@ def masked(batches: Iterator[pa.RecordBatch], mask: np.ndarray) -> Iterator[pa.R
             yield kept
 
 
+def of_source(table: pa.Table, keep: tuple[str, str], counts: dict, where: str = "") -> pa.Table:
+    """The rows of `table` whose field keep[0] (dotted: `meta.pile_set_name`) holds keep[1]; counts the others.
+
+    So one download of The Pile or SlimPajama yields one corpus per source.
+    """
+    field, value = keep
+    try:
+        column = text_column_of(table, field, where)
+    except UserError as error:
+        raise UserError(str(error).replace("download.text_column", "download.source_field")) from None
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    chosen = pc.fill_null(pc.equal(column.cast(pa.string()), value), False)
+    kept = table.filter(chosen)
+    counts["documents_of_other_sources"] = counts.get("documents_of_other_sources", 0) + table.num_rows - kept.num_rows
+    return kept
+
+
 def cleaned_pieces(
-    tables: Iterable[pa.Table], text_column: str, counts: dict, shard_bytes: int, first_row: int = 0, where: str = ""
+    tables: Iterable[pa.Table],
+    text_column: str,
+    counts: dict,
+    shard_bytes: int,
+    first_row: int = 0,
+    where: str = "",
+    keep: tuple[str, str] | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """The non-empty documents of `tables` as record batches of at most PIECE_BYTES of text; adds to `counts`."""
+    """The non-empty documents of `tables` as record batches of at most PIECE_BYTES of text; adds to `counts`.
+
+    With `keep` (a field and a value), only the documents of that source (see `of_source`).
+    """
     rows = first_row
     for table in tables:
+        read = table.num_rows
+        if keep:  # a row number in an error then counts from the batch's first row, over its kept rows
+            table = of_source(table, keep, counts, where)
         texts, empty = text_of(table, text_column, first_row=rows, where=where)
-        rows += table.num_rows
+        rows += read
         counts["documents"] += len(texts)
         counts["characters"] += pc.sum(pc.utf8_length(texts)).as_py() or 0
         counts["empty_documents_skipped"] += empty
         for piece in byte_slices(texts, min(PIECE_BYTES, shard_bytes // 8)):
             yield pa.record_batch([piece], schema=SCHEMA)
+
+
+def source_filter(params: dict, section: str) -> tuple[str, str] | None:
+    """(field, value) from `source_field` and `source_value`, when a corpus keeps one source of a multi-source file."""
+    field, value = params["source_field"], params["source_value"]
+    if bool(field) != bool(value):
+        raise UserError(
+            f"set both {section}.source_field and {section}.source_value (a field such as meta.pile_set_name and its value), or neither"
+        )
+    return (field, value) if field else None
 
 
 def new_counts() -> dict:
@@ -170,6 +210,7 @@ class ConvertTask:
     text_column: str
     shard_bytes: int  # where its shards are cut: download.shard_mb, or an equal part of one larger part
     name: str  # orders the shards it writes among all tasks
+    keep: tuple[str, str] | None = None  # only the documents whose field holds this value (a source of a multi-source file)
 
 
 def convert_task(task: ConvertTask) -> dict:
@@ -179,8 +220,14 @@ def convert_task(task: ConvertTask) -> dict:
     def pieces() -> Iterator[pa.RecordBatch]:
         for part in task.parts:
             path = Path(part.path)
-            tables = file_batches(path, task.text_column) if part.row_groups is None else parquet_batches(path, part.row_groups)
-            yield from cleaned_pieces(tables, task.text_column, counts, task.shard_bytes, part.first_row, where=f"{path}: ")
+            source_field = task.keep[0] if task.keep else None
+            if part.row_groups is None:
+                tables = file_batches(path, task.text_column, source_field)
+            else:
+                tables = parquet_batches(path, part.row_groups)
+            yield from cleaned_pieces(
+                tables, task.text_column, counts, task.shard_bytes, part.first_row, where=f"{path}: ", keep=task.keep
+            )
 
     shards = write_shards(task.target, SCHEMA, pieces(), task.shard_bytes, prefix=task.name)
     return {"shards": shards, "counts": counts}
@@ -197,7 +244,9 @@ def _units(path: Path) -> Iterator[tuple[FilePart, int]]:
         rows += group_rows
 
 
-def local_tasks(files: list[Path], target: Path, text_column: str, shard_bytes: int) -> list[ConvertTask]:
+def local_tasks(
+    files: list[Path], target: Path, text_column: str, shard_bytes: int, keep: tuple[str, str] | None = None
+) -> list[ConvertTask]:
     """Tasks of consecutive units (row groups of parquet, other files whole) holding at most shard_bytes of text.
 
     Runs span files, so 5,000 small files make a few shards, not 5,000. A unit larger
@@ -222,7 +271,7 @@ def local_tasks(files: list[Path], target: Path, text_column: str, shard_bytes: 
         cut = shard_bytes if run_bytes <= shard_bytes or whole_file else -(-run_bytes // -(-run_bytes // shard_bytes))
         number, first = run[0]
         name = f"-{number:05d}-{(first.row_groups or (0,))[0]:06d}"
-        tasks.append(ConvertTask(tuple(parts), str(target), text_column, cut, name))
+        tasks.append(ConvertTask(tuple(parts), str(target), text_column, cut, name, keep))
 
     for number, path in enumerate(files):
         for unit, size in _units(path):
@@ -236,14 +285,22 @@ def local_tasks(files: list[Path], target: Path, text_column: str, shard_bytes: 
     return tasks
 
 
-def convert_files(files: list[Path], folder: Path, text_column: str, shard_bytes: int, counts: dict, progress: Progress) -> None:
+def convert_files(
+    files: list[Path],
+    folder: Path,
+    text_column: str,
+    shard_bytes: int,
+    counts: dict,
+    progress: Progress,
+    keep: tuple[str, str] | None = None,
+) -> None:
     """Convert local files in parallel (executor.map_shards) into the dataset folder `folder`, in file order."""
     folder.mkdir(parents=True)
-    tasks = local_tasks(files, folder.resolve(), text_column, shard_bytes)
+    tasks = local_tasks(files, folder.resolve(), text_column, shard_bytes, keep)
     written = []
     for result in map_shards(convert_task, tasks):
         for key, value in result["counts"].items():
-            counts[key] += value
+            counts[key] = counts.get(key, 0) + value
         progress.update(result["counts"]["documents"] + result["counts"]["empty_documents_skipped"])
         written += result["shards"]
     # A task of empty documents wrote an empty shard: keep one only if every shard is empty.

@@ -338,13 +338,13 @@ def local_files(
     return LocalFiles([path / name for name in splits[split] if name in data], not_data)
 
 
-def file_batches(path: Path, text_column: str) -> Iterator[pa.Table]:
-    """Arrow batches of one local data file, by its format."""
+def file_batches(path: Path, text_column: str, source_field: str | None = None) -> Iterator[pa.Table]:
+    """Arrow batches of one local data file, by its format (JSON records: the text and `source_field`)."""
     ending = format_of(path)
     if ending == ".parquet":
         return parquet_batches(path)
     if ending in JSON_ENDINGS:
-        return json_batches(path, text_column)
+        return json_batches(path, text_column, source_field)
     if ending == ".txt":
         return text_batches(path)
     if ending == ".csv":
