@@ -25,7 +25,9 @@ def texts(svg: str) -> list[str]:
 def test_both_plots_render_to_png_without_touching_the_repository(built_repo, tmp_path):
     before = run(["git", "status", "--porcelain"], cwd=built_repo).stdout
     result = run([*PLOTS, "--out", str(tmp_path / "images")], cwd=built_repo)
-    assert result.stdout.split() == [str(tmp_path / "images" / name) for name in ("document_lengths.png", "tokens_kept.png")]
+    assert result.stdout.split() == [
+        str(tmp_path / "images" / name) for name in ("document_lengths.png", "mixture_shares.png", "tokens_kept.png")
+    ]
     for path in result.stdout.split():
         data = open(path, "rb").read()
         width, height = png_size(data)
@@ -56,7 +58,7 @@ def test_revisions_render_their_diff(repo, tmp_path):
     for revisions, legend in ((["HEAD", "short"], ["HEAD", "short"]), (["HEAD"], ["workspace", "HEAD"])):
         out = tmp_path / "-".join(revisions)
         printed = run([*PLOTS, *revisions, "--out", str(out), "--format", "svg"], cwd=repo).stdout.split()
-        assert printed == [str(out / "document_lengths.svg"), str(out / "tokens_kept.svg")]
+        assert printed == [str(out / "document_lengths.svg"), str(out / "mixture_shares.svg"), str(out / "tokens_kept.svg")]
         svg = (out / "document_lengths.svg").read_text()
         assert f"Symbol legend titled 'rev' for fill color and stroke color with 2 values: {', '.join(legend)}" in svg
         assert all(f"rev: {rev}; field: documents_after_truncation" in svg for rev in legend)  # both drawn

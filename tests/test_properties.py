@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from causal_lm_data.build.command import run_stage
-from causal_lm_data.build.params import SCHEMA, validate
+from causal_lm_data.build.params import MAY_BE_EMPTY, SCHEMA, validate
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import read_table
 from causal_lm_data.tokenizer import load_tokenizer
@@ -37,12 +37,14 @@ ANY_VALUE = st.one_of(
 KEYS = [(section, key) for section, keys in SCHEMA.items() for key in keys]
 
 
-def acceptable(value, expected, minimum, maximum) -> bool:
+def acceptable(name, value, expected, minimum, maximum) -> bool:
     """The plain rule the validator must implement."""
     types = expected if isinstance(expected, tuple) else (expected,)
     if isinstance(value, bool) and bool not in types or not isinstance(value, types):
         return False
-    if isinstance(value, str) and not value.strip():
+    if isinstance(value, str) and not value.strip() and name not in MAY_BE_EMPTY:
+        return False
+    if isinstance(value, list) and not all(isinstance(item, str) and item.strip() for item in value):
         return False
     return (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
 
@@ -55,7 +57,7 @@ def test_params_are_accepted_exactly_when_valid(changes, unknown):
         params[section][key] = value
     if unknown:
         params["group"]["blocksize"] = 128  # a typo
-    valid = not unknown and all(acceptable(v, *SCHEMA[s][k]) for (s, k), v in changes.items())
+    valid = not unknown and all(acceptable(f"{s}.{k}", v, *SCHEMA[s][k]) for (s, k), v in changes.items())
     if valid:
         assert validate(params) == params
     else:
