@@ -66,6 +66,10 @@ class Blocks(Dataset):
         self.block_size = self.shards[0].block_size
         if position_ids and self.shards[0].offsets is None:
             raise UserError(f"{self.path} records no document starts (written before they were); rebuild it with the group stage")
+        self._index()
+
+    def _index(self) -> None:
+        """Where each block lives: tables with one row per record batch of `self.shards`, none per block."""
         # One row per record batch of every shard (~2,500 at 10 B tokens): where its blocks start
         # in the folder's numbering, its shard, and where its data starts in that shard's map.
         first_blocks = np.cumsum([0] + [len(shard) for shard in self.shards])
@@ -79,7 +83,7 @@ class Blocks(Dataset):
         # Block i of record batch b starts at ids[id_bases[b] + i * block_size] in its shard's map.
         self.id_bases = np.concatenate([shard.id_starts for shard in self.shards]) - self.first_blocks[:-1] * self.block_size
         self.columns = np.arange(self.block_size)
-        if position_ids:
+        if self.position_ids:
             self.offset_starts = np.concatenate([shard.offset_starts for shard in self.shards])
             self.value_starts = np.concatenate([shard.value_starts for shard in self.shards])
 
@@ -91,11 +95,19 @@ class Blocks(Dataset):
 
         A negative index counts from the end, as in Python; one out of range is an IndexError.
         """
-        if self._refusal is not None:
-            raise self._refusal
         indices = np.asarray(indices, dtype=np.int64)
         if len(indices) and indices.view(np.uint64).max() >= len(self):  # negatives view as huge values
             indices = self._from_the_end(indices)
+        record_batch, rows = self.rows(indices)
+        input_ids = torch.from_numpy(rows.astype(np.int64))
+        if not self.position_ids:
+            return {"input_ids": input_ids, "labels": input_ids.clone()}
+        return self._packed(rows, input_ids, record_batch, indices)
+
+    def rows(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The record batch of each block `indices` names (in range, >= 0), and the blocks as rows of ids (their stored type)."""
+        if self._refusal is not None:
+            raise self._refusal
         if self.rows_per_batch:  # the record batch holding each block
             record_batch = indices // self.rows_per_batch
         else:
@@ -109,9 +121,10 @@ class Blocks(Dataset):
             rows = np.empty((len(indices), self.block_size), dtype=self.shards[0].ids.dtype)
             for i, (owner, first) in enumerate(zip(owners.tolist(), first_ids.tolist())):
                 rows[i] = self.shards[owner].ids[first : first + self.block_size]
-        input_ids = torch.from_numpy(rows.astype(np.int64))
-        if not self.position_ids:
-            return {"input_ids": input_ids, "labels": input_ids.clone()}
+        return record_batch, rows
+
+    def _packed(self, rows: np.ndarray, input_ids, record_batch: np.ndarray, indices: np.ndarray) -> dict:
+        """The batch with position_ids restarting at each document start, and labels -100 there."""
         which, starts = self._document_starts(record_batch, indices - self.first_blocks[record_batch])
         labels, marks = rows.astype(np.int64), np.zeros(rows.shape, dtype=np.int64)
         labels[which, starts] = IGNORE_INDEX  # nothing predicts a document's first token from the one before

@@ -50,6 +50,7 @@ class MixtureBatches(DistributedSampler):
     """
 
     CHUNK_BLOCKS = 1 << 16  # blocks scheduled at a time
+    CHUNK_CELLS = 1 << 18  # (batch, corpus) counts held at a time: 2 MB, however many corpora
 
     def __init__(self, plan: Plan, batch_size: int, shuffle: bool = True, seed: int = 42, rank: int = 0, world_size: int = 1):
         if not 0 <= rank < world_size:
@@ -108,7 +109,7 @@ class MixtureBatches(DistributedSampler):
     def __iter__(self):
         start, self.start_batch = self.start_batch, 0  # a resume point serves one pass
         epoch, total = self.epoch, self.schedule.batches
-        per_chunk = max(1, self.CHUNK_BLOCKS // self.global_batch)
+        per_chunk = max(1, min(self.CHUNK_BLOCKS // self.global_batch, self.CHUNK_CELLS // len(self.quotas)))
         for first in range(start, total, per_chunk):
             last = min(first + per_chunk, total)
             counts = self.schedule.counts(first, last)  # (batches, sources)
@@ -229,8 +230,9 @@ def _checked_state(state) -> dict:
 class MixedBlocks:
     """The blocks of several grouped folders, numbered one folder after the other (a torch Dataset).
 
-    `batch(indices)` gathers from each folder in one call and, with `return_source`,
-    adds `source`: each block's folder, as its position in `folders`.
+    `batch(indices)` gathers every block in one call, through one index over all the
+    folders' shards, and with `return_source` adds `source`: each block's folder, as
+    its position in `folders`.
     """
 
     def __init__(
@@ -253,6 +255,31 @@ class MixedBlocks:
             )
         self.block_size = sizes.pop()
         self.first_blocks = np.cumsum([0, *(len(source) for source in self.sources)])
+        kinds = {str(source.shards[0].ids.dtype) for source in self.sources}
+        if len(kinds) != 1:
+            raise UserError(
+                f"the mixture's folders store ids as {', '.join(sorted(kinds))}; tokenize every corpus with one tokenizer"
+            )
+        self._combine()
+
+    def _combine(self) -> None:
+        """One index over every corpus' shards, as if they were one folder: a batch is one gather."""
+        from causal_lm_data.loader import Blocks
+
+        self.blocks = Blocks.__new__(Blocks)
+        self.blocks.position_ids, self.blocks.block_size = self.position_ids, self.block_size
+        self.blocks.shards = [shard for source in self.sources for shard in source.shards]
+        self.blocks._index()
+        # A worker's copy of a corpus rewritten since the loader was built refuses to serve (see Blocks).
+        self.blocks._refusal = next((source._refusal for source in self.sources if source._refusal), None)
+
+    def __getstate__(self) -> dict:
+        # Each corpus' Blocks pickles as its folder and fingerprint; the combined index is rebuilt.
+        return {key: value for key, value in self.__dict__.items() if key != "blocks"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._combine()
 
     def __len__(self) -> int:
         return int(self.first_blocks[-1])
@@ -261,23 +288,9 @@ class MixedBlocks:
         import torch
 
         indices = np.asarray(indices, dtype=np.int64)
-        owners = np.searchsorted(self.first_blocks, indices, side="right") - 1
-        parts = {}
-        for source in np.unique(owners).tolist():
-            chosen = owners == source
-            parts[source] = (chosen, self.sources[source].batch(indices[chosen] - self.first_blocks[source]))
-        if len(parts) == 1:
-            batch = dict(next(iter(parts.values()))[1])
-        else:
-            names = next(iter(parts.values()))[1].keys()
-            batch = {}
-            for name in names:
-                out = torch.empty((len(indices), self.block_size), dtype=torch.int64)
-                for chosen, part in parts.values():
-                    out[torch.from_numpy(chosen)] = part[name]
-                batch[name] = out
+        batch = self.blocks.batch(indices)
         if self.return_source:
-            batch["source"] = torch.from_numpy(owners)
+            batch["source"] = torch.from_numpy(np.searchsorted(self.first_blocks, indices, side="right") - 1)
         return batch
 
     def __getitem__(self, index):
