@@ -24,20 +24,10 @@ def tiktoken_gpt2() -> tiktoken.Encoding:
 
 
 def stage_command(repo, stage: str) -> list[str]:
-    """A stage's command as the repository's dvc.yaml writes it, ${params} filled from its params.yaml."""
-    import shlex
+    """A stage's command as the repository's dvc.yaml writes it, run with this Python."""
     from pathlib import Path
 
-    import yaml
+    from causal_lm_data.build.command import stage_command as dvc_stage_command
 
-    command = yaml.safe_load((Path(repo) / "dvc.yaml").read_text())["stages"][stage]["cmd"]
-    params = yaml.safe_load((Path(repo) / "params.yaml").read_text())
-    words = []
-    for word in shlex.split(command):
-        if word.startswith("${") and word.endswith("}"):
-            value = params
-            for key in word[2:-1].split("."):
-                value = value[key]
-            word = str(value)
-        words.append(word)
+    words = dvc_stage_command(Path(repo) / "dvc.yaml", stage, Path(repo) / "params.yaml")
     return [sys.executable if word == "python" else word for word in words]

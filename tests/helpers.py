@@ -4,7 +4,6 @@ import contextlib
 import itertools
 import json
 import os
-import shlex
 import shutil
 import socket
 import subprocess
@@ -19,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from causal_lm_data.build.command import stage_command as dvc_stage_command
 from causal_lm_data.build.writer import write_index, write_shard
 from causal_lm_data.format import read_table, shard_name
 
@@ -47,19 +47,8 @@ def run(args, cwd, check=True, input_text=None, timeout=None, **env) -> subproce
 
 
 def stage_command(stage: str, workdir) -> list[str]:
-    """The command of `stage` as dvc.yaml writes it, with its ${params} filled from workdir's params.yaml."""
-    command = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["cmd"]
-    params = yaml.safe_load((Path(workdir) / "params.yaml").read_text()) if (Path(workdir) / "params.yaml").exists() else {}
-
-    words = []
-    for word in shlex.split(command):
-        if word.startswith("${") and word.endswith("}"):
-            found = params
-            for key in word[2:-1].split("."):
-                found = found[key]
-            word = str(found)
-        words.append(word)
-    return words
+    """The command of `stage` as this repository's dvc.yaml writes it, ${params} from workdir's params.yaml."""
+    return dvc_stage_command(REPO / "dvc.yaml", stage, Path(workdir) / "params.yaml")
 
 
 def clone_repo(destination: Path) -> Path:

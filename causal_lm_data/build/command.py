@@ -2,6 +2,8 @@
 
 import argparse
 import os
+import shlex
+from pathlib import Path
 
 from causal_lm_data.errors import run_command
 from causal_lm_data.format import FolderError
@@ -40,3 +42,21 @@ def arguments(description: str, *paths: str) -> argparse.Namespace:
     for path in paths:
         parser.add_argument(f"--{path}", required=True)
     return parser.parse_args()
+
+
+def stage_command(dvc_yaml, stage: str, params_file) -> list[str]:
+    """The command of `stage` as `dvc_yaml` writes it, with its ${params} filled from `params_file`: how
+    tests and benchmarks run one stage exactly as `dvc repro` does."""
+    import yaml
+
+    command = yaml.safe_load(Path(dvc_yaml).read_text())["stages"][stage]["cmd"]
+    params = yaml.safe_load(Path(params_file).read_text()) if Path(params_file).exists() else {}
+    words = []
+    for word in shlex.split(command):
+        if word.startswith("${") and word.endswith("}"):
+            value = params
+            for key in word[2:-1].split("."):
+                value = value[key]
+            word = str(value)
+        words.append(word)
+    return words
