@@ -29,7 +29,7 @@ from bench.reference import stage_command, tiktoken_gpt2  # noqa: E402
 from causal_lm_data.build.readers import builtin_documents  # noqa: E402
 
 OUT = REPO / "bench" / "out"
-STAGES = ("download", "tokenize", "group", "check")
+STAGES = ("download", "tokenize", "group", "mix", "check")
 DOCUMENTS = 25_000  # IMDB's train split
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
 
@@ -193,6 +193,7 @@ def table(runs) -> str:
     ]
     for stage in ("download", "tokenize", "group"):
         rows.append((f"{stage} (s)", m("reference", "seconds", stage), m("stages", stage, "seconds"), None, ""))
+    rows.append(("mix (s)", None, m("stages", "mix", "seconds"), None, ""))
     rows.append(("check (s)", None, m("stages", "check", "seconds"), None, ""))
     rows += [
         (

@@ -141,7 +141,7 @@ def main() -> None:
     result["dvc_repro"] = {"seconds": seconds, "rss_mib": rss, "tokens": metrics["tokenize"]["tokens"]}
     result["disk"] = {"data": disk_bytes(repo / "data"), "data_and_cache": disk_bytes(repo / "data", repo / ".dvc" / "cache")}
     result["dvc_noop"] = measure(["dvc", "repro"], repo)[0]
-    for stage in ("download", "tokenize", "group", "check"):  # each stage again, alone: wall and peak RSS
+    for stage in ("download", "tokenize", "group", "mix", "check"):  # each stage again, alone: wall and peak RSS
         seconds, rss, _ = measure(stage_command(repo, stage), repo)
         result[stage] = {"seconds": seconds, "rss_mib": rss}
     seconds, _, _ = measure(stage_command(repo, "tokenize"), repo, PIPELINE_WORKERS="1")
@@ -186,7 +186,7 @@ def report(r: dict) -> str:
         ),
         *[
             (f"{stage} alone: wall (s), peak RSS (MiB)", f"{r[stage]['seconds']:.1f}, {r[stage]['rss_mib']:.0f}", "")
-            for stage in ("download", "tokenize", "group", "check")
+            for stage in ("download", "tokenize", "group", "mix", "check")
         ],
         (
             "tokenize, 1 worker (unpinned) vs all cores (s)",
