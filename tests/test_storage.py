@@ -87,3 +87,13 @@ def test_replacing_refuses_a_second_writer_of_the_same_output(tmp_path):
                 pass
         assert (partial / "state.json").exists()  # the refused writer touched nothing
     assert (tmp_path / "out" / "state.json").exists()
+
+
+def test_a_corpus_stage_names_the_stage_of_its_own_corpus(tmp_path, monkeypatch):
+    """Under foreach (corpus-tokenize@web), the fix names the stage that wrote that corpus' folder."""
+    with pytest.raises(UserError) as error:
+        list(read_batches(tmp_path / "missing", stage="download"))
+    monkeypatch.setenv("DVC_STAGE", "corpus-tokenize@web")
+    assert explain(error.value).endswith("run the 'corpus-download@web' stage first: dvc repro corpus-download@web")
+    monkeypatch.setenv("DVC_STAGE", "tokenize")
+    assert explain(error.value).endswith("run the 'download' stage first: dvc repro download")

@@ -12,15 +12,18 @@ from causal_lm_data.format import FolderError
 def explain(error) -> str:
     """A stage's one-line error; a broken input folder names the dvc command that rebuilds it.
 
-    Under `foreach`, stages are named `stage@corpus`: the folder's stage is then the
-    one of the same corpus as the stage running (DVC_STAGE).
+    Under `foreach`, a corpus' stages are named `corpus-<stage>@<corpus>`: the folder's
+    stage is then the one of the same family and corpus as the stage running
+    (DVC_STAGE; `corpus-tokenize@web` reads what `corpus-download@web` wrote).
     """
     if not isinstance(error, FolderError):
         return str(error)
     stage = error.stage
     running = os.environ.get("DVC_STAGE", "")
     if "@" in running and "@" not in stage:
-        stage += running[running.index("@") :]
+        name, corpus = running.split("@", 1)
+        family = name.rsplit("-", 1)[0] + "-" if "-" in name else ""
+        stage = f"{family}{stage}@{corpus}"
     if error.missing:
         return f"{error.problem}; run the '{stage}' stage first: dvc repro {stage}"
     return f"{error.problem}; rebuild it with: dvc repro --force --single-item {stage}"
