@@ -17,7 +17,7 @@ computed on the fly, so building a loader costs the same at 8 M or 10 B tokens.
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -217,15 +217,18 @@ class Permutation:
     A 6-round Feistel network permutes [0, 4^k) for the smallest 4^k >= size; a value
     that lands outside range(size) is permuted again until it falls inside ("cycle
     walking"), which keeps it a bijection of range(size). Memory: 6 keys, at any size.
+    `seed` is a number, or several (a mixture keys each corpus' passes by the seed and
+    the corpus' name: causal_lm_data.plan.source_key).
     """
 
     ROUNDS = 6
 
-    def __init__(self, size: int, seed: int, epoch: int):
+    def __init__(self, size: int, seed: int | Sequence[int], epoch: int):
         self.size = size
         self.half = max(1, (max(size - 1, 1).bit_length() + 1) // 2)
         self.mask = np.uint64((1 << self.half) - 1)
-        self.keys = np.random.default_rng([seed, epoch]).integers(0, 1 << 64, self.ROUNDS, dtype=np.uint64, endpoint=False)
+        words = [*seed, epoch] if isinstance(seed, Sequence) else [seed, epoch]
+        self.keys = np.random.default_rng(words).integers(0, 1 << 64, self.ROUNDS, dtype=np.uint64, endpoint=False)
 
     def _round_trip(self, values: np.ndarray) -> np.ndarray:
         half = np.uint64(self.half)

@@ -16,20 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import DistributedSampler
 
 from causal_lm_data.errors import UserError, first_line
-from causal_lm_data.loader import BlockLoader, batch_as_is
+from causal_lm_data.loader import BlockBatches, BlockLoader, Blocks, Permutation, batch_as_is
 from causal_lm_data.plan import Plan, Schedule, apportion, source_key
-
-
-def pass_order(size: int, key: Sequence[int], passes: int):
-    """The seeded order of one pass over a source of `size` blocks (a Permutation keyed by source and pass)."""
-    from causal_lm_data.loader import Permutation
-
-    order = Permutation(size, 0, 0)
-    order.keys = np.random.default_rng([*key, passes]).integers(0, 1 << 64, Permutation.ROUNDS, dtype=np.uint64, endpoint=False)
-    return order
 
 
 class MixtureBatches(DistributedSampler):
@@ -41,7 +33,7 @@ class MixtureBatches(DistributedSampler):
     every world_size-th of them from the r-th, so ranks hold disjoint, equal
     shares, each with every source's quota to within one block. The blocks of a
     source are the next ones of its stream: stream position s is block
-    `pass_order(blocks, key, s // blocks)(s % blocks)`.
+    `Permutation(blocks, key, s // blocks)(s % blocks)`.
 
     A *phase* is a stretch of training under one plan and global batch size: it
     starts at epoch `phase_epoch` with each source's stream at `offsets`. Loading a
@@ -101,7 +93,7 @@ class MixtureBatches(DistributedSampler):
             if order is None:
                 if len(self._orders) > 4 * len(self.keys):
                     self._orders.clear()
-                order = self._orders[(source, number)] = pass_order(size, self.keys[source], number)
+                order = self._orders[(source, number)] = Permutation(size, self.keys[source], number)
             chosen = passes == number
             blocks[chosen] = order(within[chosen])
         return blocks
@@ -243,8 +235,6 @@ class MixedBlocks:
         return_source: bool = False,
         split: str | None = None,
     ):
-        from causal_lm_data.loader import Blocks
-
         self.folders, self.position_ids, self.return_source = list(folders), position_ids, return_source
         self.sources = [Blocks(folder, verify=verify, position_ids=position_ids, split=split) for folder in self.folders]
         sizes = {source.block_size for source in self.sources}
@@ -264,8 +254,6 @@ class MixedBlocks:
 
     def _combine(self) -> None:
         """One index over every corpus' shards, as if they were one folder: a batch is one gather."""
-        from causal_lm_data.loader import Blocks
-
         self.blocks = Blocks.__new__(Blocks)
         self.blocks.position_ids, self.blocks.block_size = self.position_ids, self.block_size
         self.blocks.shards = [shard for source in self.sources for shard in source.shards]
@@ -285,8 +273,6 @@ class MixedBlocks:
         return int(self.first_blocks[-1])
 
     def batch(self, indices) -> dict:
-        import torch
-
         indices = np.asarray(indices, dtype=np.int64)
         batch = self.blocks.batch(indices)
         if self.return_source:
@@ -355,8 +341,6 @@ def mixture_loader(
     `return_source`, a `source` entry says whose), so training code can log the loss
     per corpus; make_dataloader(plan, source=NAME) serves one corpus alone.
     """
-    from causal_lm_data.loader import BlockBatches, BlockLoader
-
     plan, folders = read_plan(plan_path)
     if split not in (None, "train") or len(plan.names) == 1:
         # Held-out blocks, in order; or a recipe of one corpus, served exactly as its folder is.
