@@ -3,9 +3,11 @@
     python -m stages.check --params loader --block-size ${group.block_size} --input data/grouped \
         --plan data/mix.json --metrics metrics/check.json
 
-Exits non-zero with one line if the batch is wrong. It hashes every shard of the
-block folder once (the loader's `verify`); training processes skip that.
+Exits non-zero with one line if a batch is wrong. It hashes every shard of every
+block folder it reads once (the loader's `verify`); training processes skip that.
 """
+
+from pathlib import Path
 
 import torch
 
@@ -14,7 +16,8 @@ from causal_lm_data.build.params import load_params
 from causal_lm_data.build.writer import write_json
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import split_names
-from causal_lm_data.loader import make_dataloader
+from causal_lm_data.loader import Blocks, make_dataloader
+from causal_lm_data.mixture import read_plan
 
 
 def check_batch(batch: dict, batch_size: int, block_size: int) -> None:
@@ -38,7 +41,7 @@ def main() -> None:
     params = load_params(args.params)
     block_size = int(args.block_size)
     splits = split_names(args.input, "group")  # first: a bad dataset_dict.json is reported naming the dvc command
-    loader = make_dataloader(args.input, params["batch_size"], params["shuffle"], params["seed"], verify=True)
+    loader = make_dataloader(args.input, params["batch_size"], params["shuffle"], params["seed"])
     batch = next(iter(loader))
     check_batch(batch, params["batch_size"], block_size)
     found = {"batch_shape": list(batch["input_ids"].shape), "dtype": "int64", "batches": len(loader)}
@@ -49,9 +52,12 @@ def main() -> None:
             check_batch(next(iter(validation)), min(params["batch_size"], len(validation.dataset)), block_size)
         found["validation_batches"] = len(validation)
     # The recipe: one batch of the mixture, each block from the corpus the plan says.
-    mixture = make_dataloader(args.plan, params["batch_size"], params["shuffle"], params["seed"], return_source=True)
-    mixed = next(iter(mixture))
-    check_batch(mixed, params["batch_size"], block_size)
+    # verify: every shard hashed once per build (training processes skip it): the recipe's
+    # loader hashes every corpus it mixes, so the main folder alone only when it is left out.
+    mixture = make_dataloader(args.plan, params["batch_size"], params["shuffle"], params["seed"], return_source=True, verify=True)
+    if Path(args.input).resolve() not in {folder.resolve() for folder in read_plan(args.plan)[1]}:
+        Blocks(args.input, verify=True)
+    check_batch(next(iter(mixture)), params["batch_size"], block_size)
     found["mixture_batches"] = len(mixture)
     write_json(args.metrics, found)
     print(f"check: input_ids and labels are int64 {tuple(found['batch_shape'])}; {len(loader):,} batches per epoch")

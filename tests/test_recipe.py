@@ -99,3 +99,24 @@ def test_a_multi_source_file_yields_one_corpus_per_source(tmp_path):
         assert metrics["documents"] == 300 and metrics["documents_of_other_sources"] == 601
     only_one = stage_in(tmp_path / "Github", "download", **local(corpus), download__source_field="meta.pile_set_name")
     assert only_one.returncode == 1 and "set both download.source_field and download.source_value" in only_one.stderr
+
+
+def test_check_hashes_every_corpus_it_mixes(repo, tmp_path):
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text("".join(f"note {i}: " + "the quick brown fox " * (i % 30 + 3) + "\n" for i in range(3000)))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["corpora"] = {"notes": {"dataset": "local", "local_path": str(corpus)}}
+    params["mixture"]["weights"] = {"main": 9, "notes": 1}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["dvc", "repro"], cwd=repo)
+    shard = sorted((repo / "data" / "corpora" / "notes" / "grouped").glob("*.arrow"))[0]
+    content = bytearray(shard.read_bytes())
+    content[-100] ^= 0xFF  # one flipped bit of data: only the hash can tell
+    shard.chmod(0o644)
+    shard.write_bytes(bytes(content))
+    failed = run(["dvc", "repro", "--force", "--single-item", "check"], cwd=repo, check=False)
+    assert failed.returncode != 0
+    assert (
+        "corpora/notes/grouped is corrupt or truncated (data-00000-of-00001.arrow does not match the hash in state.json)"
+        in failed.stderr
+    )
