@@ -109,6 +109,6 @@ def test_the_loader_imports_nothing_of_the_write_side():
 
 def test_a_stage_does_not_import_torch():
     """The stages import only what they run: torch (~1 s) only in check, which builds the loader."""
-    for stage in ("download", "tokenize", "group"):
+    for stage in ("download", "tokenize", "group", "mix"):
         closure = {str(file.relative_to(REPO)) for file in local_closure(f"stages.{stage}")}
         assert "causal_lm_data/loader.py" not in closure, stage

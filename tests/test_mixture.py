@@ -196,17 +196,19 @@ def test_the_mixture_loader_resumes_exactly_with_workers(three_corpora, workers)
         options["multiprocessing_context"] = "spawn"
     reference = mixture_loader(three_corpora / "mix.json", **options)
     expected = [b["input_ids"].tolist() for _ in range(2) for b in reference]
-    loader = mixture_loader(three_corpora / "mix.json", **options)
-    seen = []
-    for batch in loader:
-        seen.append(batch["input_ids"].tolist())
-        if len(seen) == 5:
-            break
-    state = loader.state_dict()
-    resumed = mixture_loader(three_corpora / "mix.json", **options)
-    resumed.load_state_dict(state)
+    # Stopped after batch 5, resumed, stopped again after batch 25 (in the second epoch), resumed again.
+    loader, seen = mixture_loader(three_corpora / "mix.json", **options), []
+    for stop in (5, 25):
+        while len(seen) < stop:
+            for batch in loader:
+                seen.append(batch["input_ids"].tolist())
+                if len(seen) == stop:
+                    break
+        state = loader.state_dict()
+        loader = mixture_loader(three_corpora / "mix.json", **options)
+        loader.load_state_dict(state)
     while len(seen) < len(expected):
-        seen += [b["input_ids"].tolist() for b in resumed]
+        seen += [b["input_ids"].tolist() for b in loader]
     assert seen == expected
 
 
@@ -220,3 +222,29 @@ def test_a_recipe_of_one_corpus_serves_exactly_the_folders_batches(built_repo):
     assert all((a == b).all() for a, b in zip(by_plan, by_folder))
     sources = next(iter(make_dataloader(plan, batch_size=8, return_source=True)))["source"]
     assert sources.tolist() == [0] * 8
+
+
+def test_validation_serves_every_corpus_in_order_or_one_alone(tmp_path):
+    """split="validation": each corpus' held-out blocks once, corpus after corpus, with their source; source= one alone."""
+    import json
+
+    from causal_lm_data import make_dataloader
+    from causal_lm_data.build.grouped import group_split
+    from tests.helpers import write_tokenized
+
+    sources = []
+    for number, name in enumerate(("web", "code")):
+        for split, count in (("train", 60), ("validation", 10 + 10 * number)):
+            texts = [[1000 * number + i % 1000] * 16 for i in range(count)]
+            write_tokenized(tmp_path / name / "tokenized" / split, texts, [count], batch_rows=7)
+            group_split(tmp_path / name / "tokenized" / split, tmp_path / name / "grouped" / split, 16)
+        (tmp_path / name / "grouped" / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "validation"]}))
+        sources.append({"name": name, "folder": f"{name}/grouped", "blocks": 60, "blocks_per_epoch": 60})
+    (tmp_path / "mix.json").write_text(json.dumps({"sources": sources}))
+
+    every = make_dataloader(tmp_path / "mix.json", split="validation", batch_size=4, return_source=True)
+    served = [(s, ids[0]) for batch in every for s, ids in zip(batch["source"].tolist(), batch["input_ids"].tolist())]
+    assert [s for s, _ in served] == [0] * 10 + [1] * 20  # in order, each block once
+    assert all(first // 1000 == s for s, first in served)
+    code = make_dataloader(tmp_path / "mix.json", source="code", split="validation", batch_size=4)
+    assert sum(len(batch["input_ids"]) for batch in code) == 20
