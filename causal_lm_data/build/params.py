@@ -128,7 +128,7 @@ def _check_recipe(params: dict) -> None:
 
 
 def validate(params: dict) -> dict:
-    """Check every section and key against SCHEMA (and the recipe); return params unchanged or raise UserError."""
+    """Check every section and key against SCHEMA (and the recipe); return params, each corpus given its defaults, or raise UserError."""
     if not isinstance(params, dict):
         raise UserError(f"{PARAMS_FILE} must be a mapping of sections, got {type(params).__name__}")
     for section in params:
