@@ -3,9 +3,11 @@
     python -m stages.download --params download --output data/raw --metrics metrics/download.json
 
 Empty documents are skipped and counted; with validation_size, the raw folder holds
-`train` and `validation` splits. A local corpus (a file, or a folder read whole) is
-converted in parallel, files and parquet row groups being the units of work; the
-built-in corpus, remote files and Hub datasets stream through one process. Readers
+`train` and `validation` splits, and the metrics' `documents` and `characters` are the
+training split's, the held-out split's under `validation` (as in every stage's
+metrics). A local corpus (a file, or a folder read whole) is converted in parallel,
+files and parquet row groups being the units of work; the built-in corpus, remote
+files and Hub datasets stream through one process. Readers
 are causal_lm_data.build.readers', the work per shard causal_lm_data.build.raw's.
 """
 
@@ -16,7 +18,7 @@ from causal_lm_data.build.executor import worker_count
 from causal_lm_data.build.formats import format_of
 from causal_lm_data.build.inputs import resolve_input
 from causal_lm_data.build.params import load_params
-from causal_lm_data.build.progress import Progress
+from causal_lm_data.build.progress import Progress, all_splits, over_splits
 from causal_lm_data.build.raw import SCHEMA, cleaned_pieces, convert_files, held_out, masked, new_counts, source_filter
 from causal_lm_data.build.readers import (
     BUILTIN_CORPUS,
@@ -26,7 +28,7 @@ from causal_lm_data.build.readers import (
     local_files,
     parquet_row_groups,
 )
-from causal_lm_data.build.writer import replacing, write_dataset, write_json, write_split_names
+from causal_lm_data.build.writer import replacing, split_metrics, write_dataset, write_json, write_split_names
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import read_batches
 
@@ -63,17 +65,23 @@ def main() -> None:
             raise UserError(f"dataset '{source.name}' split '{params['split']}' has no non-empty documents")
         if params["validation_size"]:
             mask = held_out(counts["documents"], params["validation_size"], params["seed"])
-            for split, keep in (("train", ~mask), ("validation", mask)):
-                write_dataset(output / split, SCHEMA, masked(read_batches(everything, "download"), keep), shard_bytes)
-            write_split_names(output, ["train", "validation"])
+            chosen = {"train": ~mask, "validation": mask}
+            written = {split: {"documents": 0, "characters": 0} for split in chosen}
+            for split, rows in chosen.items():
+                batches = masked(read_batches(everything, "download"), rows, written[split])
+                write_dataset(output / split, SCHEMA, batches, shard_bytes)
+            write_split_names(output, list(chosen))
             shutil.rmtree(everything)
-            counts["validation_documents"] = int(mask.sum())
+            # As in every stage's metrics: `documents` and `characters` are the training split's,
+            # the held-out split's sit under `validation`; the skipped documents are in neither.
+            counts |= split_metrics(written)
         if local:  # which files were read, and which were not (README.md, LICENSE...): none silently
             counts |= {"files": len(local.files), "files_not_read": local.not_data}
         # Inside `replacing`: if the metrics cannot be written, no new output appears either.
         described = f"{source.name} ({source.describe()}{describe_options(options)})"
         write_json(args.metrics, {**counts, "source": described, "version": version})
-    print(f"download: {counts['documents']:,} documents, {counts['characters']:,} characters -> {args.output}")
+    documents = over_splits(counts, "documents", "documents")
+    print(f"download: {documents}, {all_splits(counts, 'characters'):,} characters -> {args.output}")
 
 
 if __name__ == "__main__":

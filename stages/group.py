@@ -13,6 +13,7 @@ from causal_lm_data.build.command import arguments, run_stage
 from causal_lm_data.build.executor import worker_count
 from causal_lm_data.build.grouped import group_split
 from causal_lm_data.build.params import load_params
+from causal_lm_data.build.progress import over_splits
 from causal_lm_data.build.writer import replacing, split_metrics, write_csv, write_json, write_split_names
 from causal_lm_data.format import PROVENANCE, read_provenance, split_names
 
@@ -36,10 +37,12 @@ def main() -> None:
         counts = split_metrics(results)
         write_json(args.metrics, counts)
         write_csv(args.tokens_plot, ["step", "tokens"], [["kept in blocks", counts["tokens_kept"]]])
-    print(
-        f"group: {counts['blocks']:,} blocks of {block_size} tokens -> {args.output} "
-        f"({counts['tokens_dropped_at_tail']} dropped at the tail; {counts['documents_per_block']} documents per block)"
-    )
+    dropped, per_block = f"{counts['tokens_dropped_at_tail']} dropped at the tail", counts["documents_per_block"]
+    if validation := counts.get("validation"):  # both splits' figures, the training split's first
+        dropped = f"{counts['tokens_dropped_at_tail']} + {validation['tokens_dropped_at_tail']} dropped at the train and validation tails"
+        per_block = f"{per_block} and {validation['documents_per_block']}"
+    blocks = over_splits(counts, "blocks", "blocks")
+    print(f"group: {blocks} of {block_size} tokens -> {args.output} ({dropped}; {per_block} documents per block)")
     if counts.get("validation", {}).get("blocks") == 0:
         print(f"group: warning: the validation split is shorter than one block of {block_size} tokens, so it is empty")
 

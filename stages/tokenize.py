@@ -13,7 +13,7 @@ from pathlib import Path
 from causal_lm_data.build.command import arguments, run_stage
 from causal_lm_data.build.executor import worker_count
 from causal_lm_data.build.params import load_params
-from causal_lm_data.build.progress import Progress
+from causal_lm_data.build.progress import Progress, over_splits
 from causal_lm_data.build.tokenized import first_documents, kept_rows, length_rows, pinned_encoder, tokenize_split
 from causal_lm_data.build.writer import replacing, split_metrics, write_csv, write_json, write_split_names
 from causal_lm_data.format import PROVENANCE, shards, split_names
@@ -40,7 +40,8 @@ def main() -> None:
         write_json(args.metrics, {**counts, **about})
         write_csv(args.lengths_plot, ["tokens", "documents", "documents_after_truncation"], length_rows(results[splits[0]]))
         write_csv(args.tokens_plot, ["step", "tokens"], kept_rows(counts, params))
-    print(f"tokenize: {counts['documents']:,} documents -> {counts['tokens']:,} tokens in {args.output} ({encoder.engine})")
+    documents, tokens = over_splits(counts, "documents", "documents"), over_splits(counts, "tokens", "tokens")
+    print(f"tokenize: {documents} -> {tokens} in {args.output} ({encoder.engine})")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def test_svg_has_titles_axis_labels_and_a_log_count_axis_that_draws_zero(built_r
     run([*PLOTS, "--out", str(tmp_path), "--format", "svg"], cwd=built_repo)
     lengths = (tmp_path / "document_lengths.svg").read_text()
     labels = texts(lengths)
-    assert "Document length in tokens, before and after truncation at tokenize.max_length" in labels
+    assert "Document length in tokens (training split), before and after truncation at tokenize.max_length" in labels
     assert "documents (log scale)" in labels
     assert any(label.startswith("document length (tokens;") for label in labels)
     # A log axis that still draws 0 (symlog): ticks at 0 and the decades, not a linear axis's 500, 1,000, 1,500...
@@ -49,7 +49,7 @@ def test_svg_has_titles_axis_labels_and_a_log_count_axis_that_draws_zero(built_r
     assert "field: documents_after_truncation; tokens: 1024; dvc_inferred_y_value: 0" in lengths
     assert "NaN" not in lengths and "Infinity" not in lengths
     kept = texts((tmp_path / "tokens_kept.svg").read_text())
-    assert {"Tokens kept by each step", "tokenized", "kept after truncation", "kept in blocks"} <= set(kept)
+    assert {"Tokens kept by each step (training split)", "tokenized", "kept after truncation", "kept in blocks"} <= set(kept)
 
 
 def test_revisions_render_their_diff(repo, tmp_path):

@@ -30,7 +30,7 @@ from tests.helpers import (
 def test_small_validation_splits_run_through(repo, size):
     # 1 document, or 3 of 25,488: most 10,000-document batches hold no held-out document.
     run(["dvc", "exp", "run", "-S", f"download.validation_size={size}"], cwd=repo)
-    held_out = metrics(repo, "download")["validation_documents"]
+    held_out = metrics(repo, "download")["validation"]["documents"]
     assert held_out == (1 if size == 1 else 3)
     assert metrics(repo, "tokenize")["validation"]["documents"] == held_out
     assert metrics(repo, "tokenize")["documents"] == 25_488 - held_out

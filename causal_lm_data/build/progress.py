@@ -37,3 +37,20 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def all_splits(metrics: dict, key: str) -> int:
+    """metrics[key] summed over the splits of a stage's metrics (causal_lm_data.build.writer.split_metrics:
+    the training split's counts, a held-out split's under `validation`)."""
+    return metrics[key] + metrics.get("validation", {}).get(key, 0)
+
+
+def over_splits(metrics: dict, key: str, unit: str) -> str:
+    """all_splits as a stage line prints it, each split's part too when there is a held-out one.
+
+    So a stage line counts everything the stage wrote: "25,488 documents", or
+    "25,488 documents (24,213 train + 1,275 validation)".
+    """
+    if "validation" not in metrics:
+        return f"{metrics[key]:,} {unit}"
+    return f"{all_splits(metrics, key):,} {unit} ({metrics[key]:,} train + {metrics['validation'][key]:,} validation)"

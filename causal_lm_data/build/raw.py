@@ -124,12 +124,15 @@ def held_out(documents: int, validation_size: int | float, seed: int) -> np.ndar
     return mask
 
 
-def masked(batches: Iterator[pa.RecordBatch], mask: np.ndarray) -> Iterator[pa.RecordBatch]:
+def masked(batches: Iterator[pa.RecordBatch], mask: np.ndarray, counts: dict) -> Iterator[pa.RecordBatch]:
+    """The documents of `batches` that `mask` keeps; adds their documents and characters to `counts` (one split's)."""
     start = 0
     for batch in batches:
         kept = batch.filter(pa.array(mask[start : start + batch.num_rows]))
         start += batch.num_rows
         if kept.num_rows:  # a batch with no held-out document must not become an empty one
+            counts["documents"] += kept.num_rows
+            counts["characters"] += pc.sum(pc.utf8_length(kept.column("text"))).as_py()
             yield kept
 
 
