@@ -201,3 +201,55 @@ def test_lightning_killed_and_resumed_trains_on_the_same_batches(grouped, tmp_pa
         assert [step for step, _ in steps["whole"]] == list(range(20))
         assert steps["killed"] == steps["whole"][:7]
         assert steps["resumed"] == steps["whole"][5:]
+
+
+def test_lightning_resumes_a_checkpoint_saved_after_fit_at_the_next_epoch(grouped, tmp_path):
+    """26 batches an epoch, one process: fit(max_steps=5) saves step 5 twice, by ModelCheckpoint and by save_checkpoint.
+
+    ModelCheckpoint's (saved during fit) resumes at batch 5 of epoch 0, exactly. The one
+    that save_checkpoint writes after fit returns records the epoch as done, so the
+    resumed run starts epoch 1 at its first batch; but Lightning also keeps the
+    epoch's batch count (5), numbers the batches from 5 and ends that epoch after 21
+    batches: epoch 1's last 5 batches are not trained on, and epoch 2 starts whole.
+    """
+    import lightning as L
+
+    seen = []
+
+    class Probe(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, batch_index):
+            seen.append((self.current_epoch, batch_index, [tuple(row[:4]) for row in batch["input_ids"].tolist()]))
+            return (self.weight * batch["input_ids"].float().mean()).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+        def train_dataloader(self):
+            return make_dataloader(grouped, batch_size=4, seed=3)
+
+    def trainer(max_steps, callbacks=()):
+        return L.Trainer(
+            accelerator="cpu", devices=1, max_steps=max_steps, logger=False, enable_progress_bar=False,
+            enable_model_summary=False, default_root_dir=tmp_path, callbacks=list(callbacks), enable_checkpointing=bool(callbacks),
+        )  # fmt: skip
+
+    every_5 = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "during", every_n_train_steps=5, save_top_k=-1)
+    first = trainer(5, [every_5])
+    first.fit(Probe())
+    first.save_checkpoint(tmp_path / "after.ckpt")
+    order = block_ids(make_dataloader(grouped, batch_size=4, seed=3), 3 * 26)  # epochs 0, 1 and 2
+    assert [blocks for _, _, blocks in seen] == order[:5]
+    resumed = {}
+    for name, checkpoint in (("during", tmp_path / "during" / "epoch=0-step=5.ckpt"), ("after", tmp_path / "after.ckpt")):
+        seen.clear()
+        trainer(33).fit(Probe(), ckpt_path=checkpoint)  # 28 more steps
+        resumed[name] = list(seen)
+    during, after = resumed["during"], resumed["after"]
+    assert [blocks for _, _, blocks in during] == order[5:33]
+    assert [(epoch, index) for epoch, index, _ in during] == [(0, i) for i in range(5, 26)] + [(1, i) for i in range(7)]
+    assert [blocks for _, _, blocks in after] == order[26:47] + order[52:59]
+    assert [(epoch, index) for epoch, index, _ in after] == [(1, i) for i in range(5, 26)] + [(2, i) for i in range(7)]
