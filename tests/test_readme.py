@@ -177,6 +177,25 @@ def test_blocks_not_run_say_why_and_are_commands():
     assert README.count("<!-- not run by tests:") == len(marked)
 
 
+@pytest.mark.parametrize(
+    ("info", "code", "error"),
+    [
+        ("bash", "false && true   # a comment\necho after\n", "README.md line 2 failed"),
+        ("bash", "true && false\n", "README.md line 2 failed"),
+        ("bash", "false   # fails: as shown\ncd / && echo ok\n", None),
+        ("bash", "true   # fails: but it does not\n", "README.md line 2: expected to fail, but succeeded"),
+        ("console", "$ cd /\nsome output\n$ false\n", "README.md line 4 failed"),
+    ],
+)
+def test_the_runner_checks_every_command(tmp_path, info, code, error):
+    """A failure anywhere in a line (`a && b` too) fails the block; a `# fails` command must fail; cwd carries over."""
+    block, state = Block(1, info, code, None), str(tmp_path / "cwd")
+    result = subprocess.run(["bash", "-c", bash_script(block, code, str(tmp_path), state)], capture_output=True, text=True)
+    assert (result.returncode, result.stderr.strip()) == ((1, error) if error else (0, ""))
+    if not error:
+        assert open(state).read().strip() == "/"
+
+
 @pytest.mark.parametrize("block", [block for block in readme_blocks() if block.not_run], ids=lambda block: f"line {block.line}")
 def test_block_not_run_by_tests(block):
     """Each block the README marks as not run, listed with its reason among the skipped tests (`pytest -rs`)."""
