@@ -1,18 +1,205 @@
-"""The README's commands: what it tells users to type exists, parses and does what it says."""
+"""The README's commands: what it tells users to type runs, in order, in a fresh clone, and does what it says.
+
+`test_every_block_runs_in_order` runs every ```bash block, the `$ ` lines of every ```console block and every
+```python block, top to bottom, as one reader would: the current folder carries over from block to block (a `cd`
+into a teammate's clone stays there), a git server and a DVC remote are folders in a temporary directory. A block
+preceded by `<!-- not run by tests: REASON -->` is not run: it is listed with its reason, as a skipped
+`test_block_not_run_by_tests[line N]`. A command whose comment starts with `# fails` must exit non-zero. Other
+blocks (```yaml, plain ```, output) are text.
+"""
 
 import ast
 import copy
 import re
 import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 
 import pytest
 import yaml
 
 from causal_lm_data.build.params import validate
-from tests.helpers import REPO, files_of, run
+from tests.helpers import ENV, REPO, clone_repo, run
 
 README = (REPO / "README.md").read_text()
 BLOCKS = re.findall(r"```(\w*)\n(.*?)```", README, re.S)
+
+RUN = ("bash", "console", "python")
+NOT_RUN = re.compile(r"<!-- not run by tests: (.+?) -->")
+FAILS = re.compile(r"\s#\s*fails\b")
+
+# What stands for the reader's own things in the README's commands, and what the test puts there. {tmp}: the
+# test's temporary folder; {server}: the team's git server (a bare repository there); {clone}: the reader's clone.
+PLACEHOLDERS = {
+    # The install: the tests run in the environment `pip install -r requirements.txt` made.
+    "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt": "true",
+    # The team's DVC remote: a shared folder.
+    "/mnt/shared/lm-data": "{tmp}/lm-data-remote",
+    # The repository's git URL, and the folder a teammate clones it into.
+    "git clone <repo> && cd <repo>": "git clone {server} {tmp}/teammate && cd {tmp}/teammate",
+    "https://github.com/you/lm-data": "{server}",
+    "/path/to/lm-data": "{clone}",
+}
+# Python fragments train "your" model for whole epochs: here a tiny GPT-2 (the names below, defined before a block
+# that uses them without defining them) takes one step per loop: a step costs ~1 s (logits over 50,257 ids).
+FRAGMENT_NAMES = {
+    "model": (
+        "import torch\nfrom transformers import GPT2Config, GPT2LMHeadModel\ntorch.manual_seed(0)\n"
+        "model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=1024))\n"
+    ),
+}
+STEPS = 1
+SHORTER = {
+    "for batch in loader:": f"for batch in __import__('itertools').islice(loader, {STEPS}):",
+    "per_device_train_batch_size=8)": f"per_device_train_batch_size=8, max_steps={STEPS}, report_to=[])",
+}
+
+
+@dataclass
+class Block:
+    line: int  # of the opening fence in README.md
+    info: str
+    code: str
+    not_run: str | None  # why the block is not run, from the comment just before it
+
+
+def readme_blocks(text: str = README) -> list[Block]:
+    lines = text.splitlines()
+    blocks, i = [], 0
+    while i < len(lines):
+        fence = re.fullmatch(r"```(\S*)\s*", lines[i])
+        if not fence:
+            i += 1
+            continue
+        end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
+        before = next((line for line in reversed(lines[:i]) if line.strip()), "")
+        reason = NOT_RUN.fullmatch(before.strip())
+        blocks.append(Block(i + 1, fence.group(1), "\n".join(lines[i + 1 : end]) + "\n", reason and reason.group(1)))
+        i = end + 1
+    return blocks
+
+
+def substitute(code: str, table: dict[str, str], used: set[str], **values) -> str:
+    for text, replacement in table.items():
+        if text in code:
+            used.add(text)
+            code = code.replace(text, replacement.format(**values))
+    return code
+
+
+def bash_script(block: Block, code: str, cwd: str, state: str) -> str:
+    """The block as one bash script: every command checked (a failure in an `a && b` list too), cwd written back."""
+    commands = [f"cd {shlex.quote(cwd)}"]
+    for offset, line in enumerate(code.splitlines()):
+        if block.info == "console":
+            if not line.startswith("$ "):
+                continue
+            line = line[2:]
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        assert not line.rstrip().endswith("\\"), f"README.md line {block.line + 1 + offset}: one command per line"
+        where = f"README.md line {block.line + 1 + offset}"
+        # A newline before the closing brace ends the line's comment.
+        if FAILS.search(line):
+            commands.append(f"if {{ {line}\n}}; then echo '{where}: expected to fail, but succeeded' >&2; exit 1; fi")
+        else:
+            commands.append(f"{{ {line}\n}} || {{ echo '{where} failed' >&2; exit 1; }}")
+    commands.append(f"pwd > {shlex.quote(state)}")
+    return "\n".join(commands)
+
+
+def python_code(code: str) -> str:
+    prelude = [
+        source
+        for name, source in FRAGMENT_NAMES.items()
+        if re.search(rf"\b{name}\b", code) and not re.search(rf"^{name} = ", code, re.M)
+    ]
+    return "".join(prelude) + code
+
+
+def test_every_block_runs_in_order(tmp_path):
+    """The README top to bottom in a fresh clone of the team's git server: setup, experiments, the look at the data,
+    training fragments, a DVC remote, a teammate's clone that pulls and loads, the recovery after a bad value, and a
+    registry consumer that imports, loads and updates."""
+    blocks = readme_blocks()
+    not_run = [block for block in blocks if block.not_run]
+    print("\nREADME blocks not run by tests:")
+    for block in not_run:
+        print(f"  README.md line {block.line} ({block.info}): {block.not_run}")
+
+    # The team's git server, and the reader's fresh clone of it.
+    seed = clone_repo(tmp_path / "seed")
+    server = tmp_path / "lm-data.git"
+    run(["git", "clone", "-q", "--bare", str(seed), str(server)], cwd=tmp_path)
+    clone = tmp_path / "lm-data"
+    run(["git", "clone", "-q", str(server), str(clone)], cwd=tmp_path)
+    values = {"tmp": tmp_path, "server": server, "clone": clone}
+    identity = {"name": "reader", "email": "reader@example.com"}
+    env = {
+        **ENV,
+        "PYTHONPATH": str(clone),  # the library of the clone under test (a reader's `pip install -e .`)
+        "HF_HUB_OFFLINE": "1",
+        **{f"GIT_{who}_{key.upper()}": value for who in ("AUTHOR", "COMMITTER") for key, value in identity.items()},
+    }
+
+    cwd, state, used, timings = str(clone), str(tmp_path / "cwd"), set(), []
+    for block in (b for b in blocks if b.info in RUN and not b.not_run):
+        code = substitute(block.code, PLACEHOLDERS, used, **values)
+        started = time.monotonic()
+        if block.info == "python":
+            code = python_code(substitute(code, SHORTER, used))
+            args = [sys.executable, "-c", code]
+        else:
+            args = ["bash", "-o", "pipefail", "-c", bash_script(block, code, cwd, state)]
+        result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+        timings.append((time.monotonic() - started, block.line))
+        if result.returncode != 0:
+            raise AssertionError(
+                f"README.md line {block.line} ({block.info} block) failed in {cwd}:\n{code}\n"
+                f"--- stdout\n{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-6000:]}"
+            )
+        if block.info != "python":
+            cwd = open(state).read().strip()
+    print("seconds per block: " + ", ".join(f"line {line} {seconds:.1f}" for seconds, line in timings))
+    assert used == set(PLACEHOLDERS) | set(SHORTER), f"no longer in the README: {set(PLACEHOLDERS) | set(SHORTER) - used}"
+    # Where the reader ends up: every folder as DVC last left it (nothing written into a tracked output).
+    for folder in (clone, tmp_path / "teammate", tmp_path / "other-project"):
+        assert "up to date" in run(["dvc", "status"], cwd=folder).stdout, folder
+    assert "rev: v2" in (tmp_path / "other-project" / "grouped.dvc").read_text()
+
+
+def test_blocks_not_run_say_why_and_are_commands():
+    """A `not run by tests` comment stands right before a command block and gives a reason."""
+    marked = [block for block in readme_blocks() if block.not_run]
+    assert marked and all(block.info in RUN and len(block.not_run) > 10 for block in marked)
+    assert README.count("<!-- not run by tests:") == len(marked)
+
+
+@pytest.mark.parametrize(
+    ("info", "code", "error"),
+    [
+        ("bash", "false && true   # a comment\necho after\n", "README.md line 2 failed"),
+        ("bash", "true && false\n", "README.md line 2 failed"),
+        ("bash", "false   # fails: as shown\ncd / && echo ok\n", None),
+        ("bash", "true   # fails: but it does not\n", "README.md line 2: expected to fail, but succeeded"),
+        ("console", "$ cd /\nsome output\n$ false\n", "README.md line 4 failed"),
+    ],
+)
+def test_the_runner_checks_every_command(tmp_path, info, code, error):
+    """A failure anywhere in a line (`a && b` too) fails the block; a `# fails` command must fail; cwd carries over."""
+    block, state = Block(1, info, code, None), str(tmp_path / "cwd")
+    result = subprocess.run(["bash", "-c", bash_script(block, code, str(tmp_path), state)], capture_output=True, text=True)
+    assert (result.returncode, result.stderr.strip()) == ((1, error) if error else (0, ""))
+    if not error:
+        assert open(state).read().strip() == "/"
+
+
+@pytest.mark.parametrize("block", [block for block in readme_blocks() if block.not_run], ids=lambda block: f"line {block.line}")
+def test_block_not_run_by_tests(block):
+    """Each block the README marks as not run, listed with its reason among the skipped tests (`pytest -rs`)."""
+    pytest.skip(f"README.md line {block.line} ({block.info}) is not run: {block.not_run}")
 
 
 def test_ci_runs_exactly_the_readmes_test_command():
@@ -27,14 +214,15 @@ def test_every_python_block_of_the_readme_parses():
 
 
 def test_every_param_the_readme_sets_exists_and_its_value_is_valid():
-    """Each `dvc exp run -S key=value` of the README, applied to the shipped params.yaml, passes validation."""
+    """Each `dvc exp run -S key=value` of the README (but those shown failing), applied to the shipped params.yaml,
+    passes validation."""
     shipped = yaml.safe_load((REPO / "params.yaml").read_text())
     settings = []
     for language, code in BLOCKS:
         if language not in ("bash", "console"):
             continue
         for line in code.replace("\\\n", " ").splitlines():
-            if "dvc exp run" not in line:
+            if "dvc exp run" not in line or FAILS.search(line):
                 continue
             words = shlex.split(line.split("#")[0].replace("$ ", ""))
             settings.append([words[i + 1] for i, word in enumerate(words) if word == "-S"])
@@ -53,15 +241,3 @@ def test_every_param_the_readme_sets_exists_and_its_value_is_valid():
         if changes and "local" in " ".join(changes):  # local paths of the examples need not exist here
             continue
         validate(params)
-
-
-@pytest.mark.parametrize("bad", ["group.block_size=0"])
-def test_recovery_after_a_bad_value_restores_every_output(repo, bad):
-    """The README's recovery: after a failed `dvc exp run -S`, `git restore . && dvc checkout` brings everything back."""
-    before = files_of(repo)
-    failed = run(["dvc", "exp", "run", "-S", bad], cwd=repo, check=False)
-    assert failed.returncode != 0
-    run(["git", "restore", "."], cwd=repo)
-    run(["dvc", "checkout"], cwd=repo)
-    assert files_of(repo) == before
-    assert "up to date" in run(["dvc", "status"], cwd=repo).stdout
