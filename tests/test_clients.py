@@ -209,3 +209,15 @@ def test_a_wrong_folder_is_one_line_naming_what_was_expected(built_repo, folder,
 def test_a_bad_batch_size_is_one_line(built_repo, batch_size):
     with pytest.raises(ValueError, match=f"batch_size must be a whole number >= 1, got {batch_size!r}"):
         make_dataloader(built_repo / "data" / "grouped", batch_size=batch_size)
+
+
+def test_the_example_training_script_learns_from_the_blocks(built_repo):
+    """examples/train.py (the README's teammate runs it after `dvc pull`): a toy GPT-2's loss falls from ln(50,257)."""
+    result = run([sys.executable, "examples/train.py", "--steps", "30"], cwd=built_repo)
+    losses = {
+        int(step): float(loss)
+        for step, loss in (line.removeprefix("step ").split(": loss ") for line in result.stdout.splitlines())
+    }
+    assert sorted(losses) == [1, 30]
+    assert abs(losses[1] - np.log(50257)) < 0.2  # an untrained model guesses uniformly
+    assert losses[30] < losses[1] - 2.0
