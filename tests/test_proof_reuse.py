@@ -20,7 +20,7 @@ from causal_lm_data.tokenizer import (
     load_tokenizer,
     proof_folder,
 )
-from tests.helpers import REPO, assert_engine_exact, run, stage_command, stage_in, write_params
+from tests.helpers import REPO, assert_clean_failure, assert_engine_exact, run, stage_command, stage_in, write_params
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +203,23 @@ def test_the_stage_reuses_the_proof_and_writes_the_same_bytes(tmp_path):
     assert f"tokenize: fastokens' exactness proof reused from {entry} ({NO_PROOF_CACHE}=1 proves it again)" in reusing
     assert len(proved) > 4 and proved == reused == unreused
     assert json.loads(proved["metrics/tokenize.json"])["engine"] == "fastokens"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[:100],  # the first batch cannot be read
+        lambda data: data[: len(data) // 2],  # cut at half: the first 1,000 documents still read
+        lambda data: data[:5000] + bytes([data[5000] ^ 1]) + data[5001:],  # a flipped bit in the first documents
+    ],
+    ids=["cut-short", "cut-at-half", "flipped-bit"],
+)
+def test_damaged_raw_data_still_stops_the_stage_naming_the_folder(tmp_path, damage):
+    """The proof's sample is read before the shard is hash-checked; the shard is checked before it is encoded."""
+    assert stage_in(tmp_path, "download").returncode == 0
+    data = tmp_path / "data" / "raw" / "data-00000-of-00001.arrow"
+    data.chmod(0o644)
+    data.write_bytes(damage(data.read_bytes()))
+    result = stage_in(tmp_path, "tokenize")
+    assert_clean_failure(result, tmp_path, "data/tokenized", "data/raw is corrupt or truncated")
+    assert "dvc repro --force --single-item download" in result.stderr
