@@ -16,6 +16,7 @@ import importlib.util
 import itertools
 import json
 import os
+import platform
 import tempfile
 import unicodedata
 from pathlib import Path
@@ -74,15 +75,15 @@ def gpt2_bpe():
 
 
 class BuiltinTokenizer:
-    """GPT-2's tokenizer as `Encoder` needs it, without importing transformers (~0.6 s of a run).
+    """GPT-2's tokenizer as `Encoder` needs it, without importing transformers (the largest import of a run).
 
     Its `backend_tokenizer` is the `tokenizers.Tokenizer` that load_tokenizer's transformers
     tokenizer wraps, with the same tokenizer.json byte for byte (<|endoftext|> as a special
     added token, transformers' post-processor), and it encodes as transformers does: one
     `encode_batch` with no truncation, no padding and special-token text matched
     (tests/test_proof_reuse.py checks the file, the ids and the special ids against transformers').
-    Its ids depend on nothing but that file and the `tokenizers` version, so a proof of the
-    fast engine made for it can be reused (PROOF_CACHE).
+    Its ids depend on nothing but that file and the `tokenizers` build, so a proof of the
+    fast engine made for it can be reused (Proof).
     """
 
     truncation_side = "right"
@@ -416,7 +417,7 @@ def _fast_json(tokenizer_json: str, settings: dict) -> str:
 
 
 # Proofs that fastokens gives the reference ids are kept in $XDG_CACHE_HOME/causal-lm-data/proofs
-# (~/.cache when unset), one file of ~1 KB per key, and reused unless this variable is set to 1.
+# (~/.cache when unset), one file of ~1 KB per key, and reused unless this variable is set (to anything but 0).
 NO_PROOF_CACHE = "CAUSAL_LM_DATA_NO_PROOF_CACHE"
 # What a proof checks beyond its hashed inputs (determinism on PROBE, fastokens loads the file,
 # the same ids on every check text): change it when that changes, so older proofs are not reused.
@@ -427,11 +428,11 @@ class Proof:
     """The cache entry that says fastokens was proven exact for one reference tokenizer and check texts.
 
     Its key is everything that decides the proof's result: the tokenizer.json fastokens is
-    built from and the reference's (sha256), how each engine is called, the versions of
-    fastokens, tokenizers and transformers, and the check texts (PROBE, the added-token
-    probe and the corpus sample, hashed). An entry that cannot be read or does not hold
-    exactly this key is not trusted: the proof runs again and rewrites it. A cache that
-    cannot be written only means no reuse.
+    built from and the reference's (sha256), how each engine is called, fastokens' settings
+    from the environment, the installed builds of fastokens, tokenizers and transformers,
+    the processor, and the check texts (PROBE, the added-token probe and the corpus sample,
+    hashed). An entry that cannot be read or does not hold exactly this key is not trusted:
+    the proof runs again and rewrites it. A cache that cannot be written only means no reuse.
     """
 
     def __init__(self, fast_json: str, reference_json: str, checks: list[list[str]]):
@@ -439,9 +440,12 @@ class Proof:
             "procedure": PROOF_PROCEDURE,
             "fast_tokenizer_json_sha256": hashlib.sha256(fast_json.encode("utf-8")).hexdigest(),
             "fast_call": "fastokens.Tokenizer.encode_batch_flat(texts, add_special_tokens=False)",
+            # settings fastokens reads at construction (FASTOKENS_SEGMENT_CACHE turns on its segment cache)
+            "fast_environment": {name: value for name, value in sorted(os.environ.items()) if name.startswith("FASTOKENS_")},
             "reference_tokenizer_json_sha256": hashlib.sha256(reference_json.encode("utf-8")).hexdigest(),
             "reference_call": "tokenizers.Tokenizer.encode_batch(texts, add_special_tokens=False)",
-            "versions": {package: _version(package) for package in ("fastokens", "tokenizers", "transformers")},
+            "packages": {package: _installed(package) for package in ("fastokens", "tokenizers", "transformers")},
+            "processor": _processor(),
             "check_texts_sha256": _texts_sha256(checks),
         }
         name = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode("utf-8")).hexdigest()
@@ -449,7 +453,7 @@ class Proof:
 
     def stored(self) -> bool:
         """Whether this proof was made before (never, when NO_PROOF_CACHE is set)."""
-        if os.environ.get(NO_PROOF_CACHE, "") not in ("", "0"):
+        if _reuse_off():
             return False
         try:
             stored = json.loads(self.path.read_text(encoding="utf-8"))
@@ -459,7 +463,7 @@ class Proof:
 
     def store(self) -> None:
         """Keep this proof, atomically: concurrent runs each write their own file, and rename it into place."""
-        if os.environ.get(NO_PROOF_CACHE, "") not in ("", "0"):
+        if _reuse_off():
             return
         temporary = None
         try:
@@ -481,11 +485,30 @@ def proof_folder() -> Path:
     return (Path(cache) if os.path.isabs(cache) else Path.home() / ".cache") / "causal-lm-data" / "proofs"
 
 
-def _version(package: str) -> str:
+def _reuse_off() -> bool:
+    return os.environ.get(NO_PROOF_CACHE, "") not in ("", "0")
+
+
+def _installed(package: str) -> str:
+    """The package's version and the sha256 of its RECORD (which lists every installed file's sha256):
+    two builds of one version, a wheel and a local compile, are two keys."""
     try:
-        return importlib.metadata.version(package)
+        distribution = importlib.metadata.distribution(package)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
+    record = distribution.read_text("RECORD") or ""
+    return f"{distribution.version} RECORD sha256 {hashlib.sha256(record.encode('utf-8')).hexdigest()}"
+
+
+def _processor() -> str:
+    """The processor's architecture and features: the Rust engines may pick code paths by them at run
+    time, and one home folder may serve machines of several kinds (a cluster's nodes)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            features = next((line.split(":", 1)[-1].split() for line in cpuinfo if line.startswith(("flags", "Features"))), [])
+    except OSError:  # not Linux
+        features = [platform.processor()]
+    return f"{platform.machine()} {hashlib.sha256(' '.join(sorted(features)).encode('utf-8')).hexdigest()}"
 
 
 def _texts_sha256(groups: list[list[str]]) -> str:

@@ -76,7 +76,8 @@ def test_a_second_load_reuses_the_proof_and_encodes_the_same(cache, documents):
     [entry] = proofs(cache)
     stored = json.loads(entry.read_text())
     assert stored["fast_engine_exact"] is True
-    assert set(stored["key"]["versions"]) == {"fastokens", "tokenizers", "transformers"}
+    assert set(stored["key"]["packages"]) == {"fastokens", "tokenizers", "transformers"}
+    assert stored["key"]["packages"]["fastokens"].startswith("0.3.5 RECORD sha256 ")
     second = load_encoder("distilgpt2", sample=documents[:1000])
     assert second.engine == "fastokens" and second.proof_reused == str(entry)
     ids, lengths = second.encode(documents)
@@ -98,10 +99,15 @@ def test_another_sample_another_tokenizer_json_or_another_version_proves_again(c
     assert encoder.engine == "fastokens" and encoder.proof_reused is not None
     assert len(proofs(cache)) == 3
 
-    installed = tokenizer_module._version
-    monkeypatch.setattr(tokenizer_module, "_version", lambda package: "0.3.6" if package == "fastokens" else installed(package))
+    installed = tokenizer_module._installed
+    monkeypatch.setattr(tokenizer_module, "_installed", lambda package: "0.3.6" if package == "fastokens" else installed(package))
     assert load_encoder("distilgpt2", sample=documents[:1000]).proof_reused is None  # another fastokens
     assert len(proofs(cache)) == 4
+
+    monkeypatch.setattr(tokenizer_module, "_installed", installed)
+    monkeypatch.setenv("FASTOKENS_SEGMENT_CACHE", "64")  # fastokens then encodes through its segment cache
+    assert load_encoder("distilgpt2", sample=documents[:1000]).proof_reused is None
+    assert len(proofs(cache)) == 5
 
 
 @pytest.mark.parametrize(
@@ -111,7 +117,7 @@ def test_another_sample_another_tokenizer_json_or_another_version_proves_again(c
         lambda path: path.write_bytes(b"\xff\xfe not utf-8"),
         lambda path: path.write_text("[]"),
         lambda path: path.write_text(path.read_text().replace("true", "false")),  # says not exact
-        lambda path: path.write_text(path.read_text().replace('"0.3.5"', '"0.3.4"')),  # another key at this name
+        lambda path: path.write_text(path.read_text().replace('"0.3.5 RECORD', '"0.3.4 RECORD')),  # another key at this name
         lambda path: (path.unlink(), path.mkdir()),  # not a file
     ],
     ids=["truncated", "not-utf8", "not-an-object", "not-exact", "other-key", "a-folder"],
