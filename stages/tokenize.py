@@ -17,6 +17,7 @@ from causal_lm_data.build.progress import Progress, over_splits
 from causal_lm_data.build.tokenized import first_documents, kept_rows, length_rows, pinned_encoder, tokenize_split
 from causal_lm_data.build.writer import replacing, split_metrics, write_csv, write_json, write_split_names
 from causal_lm_data.format import PROVENANCE, shards, split_names
+from causal_lm_data.tokenizer import NO_PROOF_CACHE
 
 
 def main() -> None:
@@ -26,6 +27,8 @@ def main() -> None:
     encoder, about = pinned_encoder(params, args.params, sample=first_documents(args.input))
     if encoder.fallback:
         print(f"tokenize: encoding with transformers, the exact path ({encoder.fallback})")
+    if encoder.proof_reused:
+        print(f"tokenize: fastokens' exactness proof reused from {encoder.proof_reused} ({NO_PROOF_CACHE}=1 proves it again)")
     splits = split_names(args.input, "download")
     progress = Progress("tokenize", total=sum(s.rows for split in splits for s in shards(Path(args.input, split), "download")))
 

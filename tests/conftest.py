@@ -5,7 +5,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import clone_repo, run, s3  # noqa: F401 (s3 is a fixture the tests ask for by name)
+from tests.helpers import ENV, clone_repo, run, s3  # noqa: F401 (s3 is a fixture the tests ask for by name)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_home(tmp_path_factory) -> Path:
+    """The session's XDG_CACHE_HOME, in this process and the commands it runs: tokenizer proofs
+    (and anything else cached per user) never land in the user's ~/.cache."""
+    cache = tmp_path_factory.mktemp("xdg-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(cache))
+        patch.setitem(ENV, "XDG_CACHE_HOME", str(cache))  # run() hands ENV, copied at import, to commands
+        yield cache
 
 
 @pytest.fixture
