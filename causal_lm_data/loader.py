@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from causal_lm_data.errors import UserError
-from causal_lm_data.format import Shard, map_blocks, mixed_shards, shards, split_folder
+from causal_lm_data.format import Shard, map_blocks, mixed_shards, shards, split_folder, verify_shards
 
 # This repository's data/grouped, so training code run from any directory finds it.
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "data" / "grouped"
@@ -77,8 +77,7 @@ class BlockArrays:
         if verify:
             # After mapping, not before: pages that read() has just cached come back in large
             # folios, and a fault on one maps all of it (~9 MB more per 64 MB shard here).
-            for shard in found:
-                shard.verify()
+            verify_shards(found)  # on threads: hashlib releases the GIL
         kinds = [_kind(shard) for shard in self.shards]
         other = next((i for i, kind in enumerate(kinds) if kind != kinds[0]), None)
         if other is not None:  # a batch spanning both would wrap ids or misplace blocks
