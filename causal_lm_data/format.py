@@ -409,7 +409,7 @@ def map_blocks(shard: Shard) -> MappedBlocks:
     starts_type = np.dtype(str(schema.field("document_starts").type.value_type)) if has_starts else None
     for batch in batches:
         # The list array's child holds every batch's ids; `values` and offsets, not flatten(), which
-        # imports pyarrow.compute (~20 ms of a check stage's start-up).
+        # imports pyarrow.compute, a large module the loader needs nothing of.
         lists = batch.column(column)
         ids = lists.values
         id_starts.append(start_of(ids.buffers()[1], dtype, ids.offset + lists.offset * block_size) if len(lists) else 0)

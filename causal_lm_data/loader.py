@@ -324,8 +324,9 @@ class NumpyLoader:
     """The batches a DataLoader built by make_dataloader yields, as numpy arrays, in a process without torch.
 
     The DataLoader (with its default collate_fn) yields `dataset[indices]` for each
-    `indices` of its sampler, every array wrapped by torch.from_numpy; this yields the
-    arrays themselves, from the same dataset and order classes, so the same numbers.
+    `indices` of its sampler, every array wrapped by torch.from_numpy. This yields the
+    arrays themselves, from the numpy classes that DataLoader's dataset and sampler
+    extend, built from the same arguments: the same indices, so the same numbers.
     Like the DataLoader, each completed pass advances the epoch. No workers and no
     state_dict: it serves the check stage, not training.
     """

@@ -10,7 +10,7 @@ It checks the first batch that make_dataloader(..., loader params) yields, throu
 the numpy loader (causal_lm_data.loader.make_numpy_loader): the same dataset and
 order, so the same indices and values, as the arrays the DataLoader wraps with
 torch.from_numpy (an int64 array becomes a torch.int64 tensor of its shape).
-So the stage does not import torch (~1 s of its start-up).
+So the stage does not import torch, the largest part of its start-up before.
 """
 
 from pathlib import Path
