@@ -46,6 +46,7 @@ Writing is causal_lm_data.build.writer's; this module only reads.
 import functools
 import hashlib
 import json
+import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -168,6 +169,26 @@ class Shard:
                 raise ValueError(f"{self.path.name} does not match the hash in state.json")
         except (OSError, ValueError) as error:
             raise _corrupt(self.path.parent, self, error) from None
+
+
+def verify_shards(found: list[Shard]) -> None:
+    """Check every shard against its hash, several at a time; the error names the first failing shard in order.
+
+    hashlib releases the GIL while it hashes, so threads hash shards in parallel, one
+    per processor this process may use (a grouped folder of 1 B tokens is about 36
+    shards, 2.3 GB); at most 8, each holding one 16 MB read buffer (file_hash).
+    """
+    processors = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = min(len(found), processors, 8)
+    if workers <= 1:
+        for shard in found:
+            shard.verify()
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(Shard.verify, found):  # results in order: the first failure is the first shard's
+            pass
 
 
 def file_hash(path: Path) -> str:
@@ -387,8 +408,11 @@ def map_blocks(shard: Shard) -> MappedBlocks:
     int32 = np.dtype(np.int32)
     starts_type = np.dtype(str(schema.field("document_starts").type.value_type)) if has_starts else None
     for batch in batches:
-        ids = batch.column(column).flatten()
-        id_starts.append(start_of(ids.buffers()[1], dtype, ids.offset) if len(ids) else 0)
+        # The list array's child holds every batch's ids; `values` and offsets, not flatten(), which
+        # imports pyarrow.compute, a large module the loader needs nothing of.
+        lists = batch.column(column)
+        ids = lists.values
+        id_starts.append(start_of(ids.buffers()[1], dtype, ids.offset + lists.offset * block_size) if len(lists) else 0)
         if has_starts:
             lists = batch.column("document_starts")
             offset_starts.append(start_of(lists.buffers()[1], int32, lists.offset) if len(lists) else 0)

@@ -13,19 +13,26 @@ at 0 at each document start and `labels` is -100 at each document's first token.
 Start-up reads no data: the blocks are memory-mapped, located through one small
 table per record batch (not one entry per block), and the shuffle is a permutation
 computed on the fly, so building a loader costs the same at 8 M or 10 B tokens.
+
+The batches are computed in numpy (`BlockArrays`, `BlockOrder`; the mixture's in
+causal_lm_data.mixture); torch is only their boundary, in causal_lm_data.torch_loader:
+`Blocks`, `BlockBatches` and `BlockLoader` add a torch base class and wrap each
+array with `torch.from_numpy` (no copy). Importing this module loads numpy and
+pyarrow; torch loads when a DataLoader or a `Blocks` is first asked for.
+`make_numpy_loader` serves the same batches, the same numbers, as numpy arrays
+without torch: the check stage validates through it.
 """
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from causal_lm_data.errors import UserError, quoted
-from causal_lm_data.format import Shard, map_blocks, mixed_shards, shards, split_folder
+from causal_lm_data.errors import UserError
+from causal_lm_data.format import Shard, map_blocks, mixed_shards, shards, split_folder, verify_shards
 
 # This repository's data/grouped, so training code run from any directory finds it.
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "data" / "grouped"
@@ -33,10 +40,23 @@ IGNORE_INDEX = -100  # the label PyTorch's cross-entropy and transformers' losse
 # How the loader's errors say to repair a folder: training code may not run dvc itself.
 REBUILD = "rebuild the folder (the group stage writes it: data/grouped)"
 
+# The torch side (causal_lm_data.torch_loader), importable from here as it always was:
+# `from causal_lm_data.loader import Blocks` imports torch then, and only then.
+_TORCH_SIDE = ("Blocks", "BlockBatches", "BlockLoader", "batch_as_is")
 
-class Blocks(Dataset):
-    """The fixed-length blocks of a dataset folder written by the group stage, over all its shards.
 
+def __getattr__(name: str):
+    if name in _TORCH_SIDE:
+        from causal_lm_data import torch_loader
+
+        return getattr(torch_loader, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class BlockArrays:
+    """The fixed-length blocks of a dataset folder written by the group stage, over all its shards, as numpy batches.
+
+    `Blocks` (causal_lm_data.torch_loader) is this class as a torch Dataset of tensors.
     `split` picks "train" (the default) or "validation" of a folder with splits, as
     make_dataloader does. Building it checks what state.json lists (see
     `causal_lm_data.format.shards`) and each
@@ -57,8 +77,7 @@ class Blocks(Dataset):
         if verify:
             # After mapping, not before: pages that read() has just cached come back in large
             # folios, and a fault on one maps all of it (~9 MB more per 64 MB shard here).
-            for shard in found:
-                shard.verify()
+            verify_shards(found)  # on threads: hashlib releases the GIL
         kinds = [_kind(shard) for shard in self.shards]
         other = next((i for i, kind in enumerate(kinds) if kind != kinds[0]), None)
         if other is not None:  # a batch spanning both would wrap ids or misplace blocks
@@ -99,9 +118,9 @@ class Blocks(Dataset):
         if len(indices) and indices.view(np.uint64).max() >= len(self):  # negatives view as huge values
             indices = self._from_the_end(indices)
         record_batch, rows = self.rows(indices)
-        input_ids = torch.from_numpy(rows.astype(np.int64))
+        input_ids = rows.astype(np.int64)
         if not self.position_ids:
-            return {"input_ids": input_ids, "labels": input_ids.clone()}
+            return {"input_ids": input_ids, "labels": input_ids.copy()}
         return self._packed(rows, input_ids, record_batch, indices)
 
     def rows(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +142,7 @@ class Blocks(Dataset):
                 rows[i] = self.shards[owner].ids[first : first + self.block_size]
         return record_batch, rows
 
-    def _packed(self, rows: np.ndarray, input_ids, record_batch: np.ndarray, indices: np.ndarray) -> dict:
+    def _packed(self, rows: np.ndarray, input_ids: np.ndarray, record_batch: np.ndarray, indices: np.ndarray) -> dict:
         """The batch with position_ids restarting at each document start, and labels -100 there."""
         which, starts = self._document_starts(record_batch, indices - self.first_blocks[record_batch])
         labels, marks = rows.astype(np.int64), np.zeros(rows.shape, dtype=np.int64)
@@ -131,7 +150,7 @@ class Blocks(Dataset):
         marks[which, starts] = starts
         # A token's position counts from the last document start at or before it (or the block's start).
         position_ids = self.columns - np.maximum.accumulate(marks, axis=1)
-        return {"input_ids": input_ids, "labels": torch.from_numpy(labels), "position_ids": torch.from_numpy(position_ids)}
+        return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
 
     def _document_starts(self, record_batch: np.ndarray, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Where documents start in the chosen blocks (each a row of a record batch): (block in the batch, position) pairs."""
@@ -164,7 +183,7 @@ class Blocks(Dataset):
         if isinstance(index, (int, np.integer)):
             if not -len(self) <= index < len(self):
                 raise IndexError(f"block {index} out of range for {len(self)} blocks")
-            return {name: tensor[0] for name, tensor in self.batch([index % len(self)]).items()}
+            return {name: values[0] for name, values in self.batch([index % len(self)]).items()}
         return self.batch(index)
 
     def __getstate__(self) -> dict:
@@ -250,7 +269,7 @@ class Permutation:
         return values.astype(np.int64)
 
 
-class BlockBatches(DistributedSampler):
+class BlockOrder:
     """Batches of block indices, as numpy arrays, for one rank.
 
     Epoch e's order is Permutation(num_blocks, seed, e) (or 0, 1, 2, ... unshuffled),
@@ -263,9 +282,7 @@ class BlockBatches(DistributedSampler):
     `start_batch` makes the next pass begin mid-epoch (a resumed run): batch k of an
     epoch costs the same to reach for any k.
 
-    It is a DistributedSampler because that is how trainers recognise a loader that
-    is already sharded: PyTorch Lightning replaces any other sampler with its own
-    and would shard the rank's share a second time; it calls set_epoch instead.
+    `BlockBatches` (causal_lm_data.torch_loader) is this order as the DataLoader's sampler.
     """
 
     CHUNK_BLOCKS = 1 << 16  # blocks permuted at a time: 512 KB, so a batch costs no permutation call
@@ -275,9 +292,9 @@ class BlockBatches(DistributedSampler):
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
         if 0 < num_blocks < world_size:  # some ranks would get no block, and every rank no batch
             raise ValueError(f"{num_blocks} blocks cannot give each of {world_size} ranks one; use at most {num_blocks} ranks")
-        super().__init__(range(num_blocks), world_size, rank, shuffle, seed, drop_last)
-        self.num_blocks, self.batch_size, self.world_size = num_blocks, batch_size, world_size
-        self.start_batch = 0
+        self.num_blocks, self.batch_size, self.shuffle, self.seed = num_blocks, batch_size, shuffle, seed
+        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+        self.epoch = self.start_batch = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next pass epoch `epoch`. A resume point loaded for this same epoch is kept."""
@@ -303,73 +320,28 @@ class BlockBatches(DistributedSampler):
                 yield blocks[offset : offset + self.batch_size]
 
 
-class BlockLoader(DataLoader):
-    """A DataLoader that knows where it is: `state_dict()` / `load_state_dict()` resume mid-epoch exactly.
+class NumpyLoader:
+    """The batches a DataLoader built by make_dataloader yields, as numpy arrays, in a process without torch.
 
-    The protocol is torchdata's StatefulDataLoader's, which PyTorch Lightning saves in
-    its checkpoints. The state is (epoch, batches of it already yielded), counted as
-    batches reach the caller (not as workers prefetch them), and describes the
-    newest iterator. An iterator abandoned mid-epoch (a peek with next(iter(loader)))
-    does not advance anything: the next pass starts that epoch again from its start.
+    The DataLoader (with its default collate_fn) yields `dataset[indices]` for each
+    `indices` of its sampler, every array wrapped by torch.from_numpy. This yields the
+    arrays themselves, from the numpy classes that DataLoader's dataset and sampler
+    extend, built from the same arguments: the same indices, so the same numbers.
+    Like the DataLoader, each completed pass advances the epoch. No workers and no
+    state_dict: it serves the check stage, not training.
     """
 
-    _position = None
+    def __init__(self, dataset, sampler):
+        self.dataset, self.sampler = dataset, sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
     def __iter__(self):
-        self.dataset.check_unchanged()  # each pass, as workers started for it may read the folder again
-        sampler = self.sampler
-        self._position = position = {"epoch": sampler.epoch, "batches": sampler.start_batch}
-        for batch in super().__iter__():
-            position["batches"] += 1
-            yield batch
-        sampler.set_epoch(sampler.epoch + 1)
-        self._position = {"epoch": sampler.epoch, "batches": 0}
-
-    def _layout(self) -> dict:
-        sampler = self.sampler
-        # What must match for a saved position to mean the same batches (each rank has the same count).
-        return {
-            "num_blocks": sampler.num_blocks,
-            "batch_size": sampler.batch_size,
-            "world_size": sampler.world_size,
-            "shuffle": sampler.shuffle,
-            "seed": sampler.seed,
-            "drop_last": sampler.drop_last,
-        }
-
-    def state_dict(self) -> dict:
-        position = self._position or {"epoch": self.sampler.epoch, "batches": self.sampler.start_batch}
-        epoch, batches = position["epoch"], position["batches"]
-        if batches >= len(self.sampler):  # the last batch was served: the next one starts the next epoch
-            epoch, batches = epoch + 1, 0
-        return {"epoch": epoch, "batches": batches, **self._layout()}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Resume at `state` (from state_dict()); a state that cannot mean a position of this loader is refused now."""
-        if not isinstance(state, Mapping):
-            raise ValueError(f"a loader state is the dict state_dict() returns, not {type(state).__name__}")
-        missing = [key for key in ("epoch", "batches", *self._layout()) if key not in state]
-        if missing:
-            raise ValueError(f"this loader state lacks {', '.join(missing)}; give a dict saved by state_dict()")
-        different = {key: (state[key], value) for key, value in self._layout().items() if state[key] != value}
-        if different:
-            described = ", ".join(f"{key} {quoted(saved)} -> {now!r}" for key, (saved, now) in different.items())
-            raise ValueError(f"this loader's state was saved for other data or settings ({described}); resume with the same ones")
-        for key in ("epoch", "batches"):
-            if isinstance(state[key], bool) or not isinstance(state[key], (int, np.integer)) or state[key] < 0:
-                raise ValueError(f"this loader state's {key} must be a whole number >= 0, not {quoted(state[key])}")
-        epoch, batches = int(state["epoch"]), int(state["batches"])
-        if batches > len(self.sampler):
-            raise ValueError(
-                f"this loader state's batches ({batches}) is past the end of an epoch of {len(self.sampler)} batches"
-            )
-        self.sampler.epoch, self.sampler.start_batch = epoch, batches
-        self._position = {"epoch": epoch, "batches": batches}
-
-
-def batch_as_is(batch: dict) -> dict:
-    """The collate function for batches that Blocks already built (default_convert costs 20 µs)."""
-    return batch
+        self.dataset.check_unchanged()
+        for indices in self.sampler:
+            yield self.dataset[indices]
+        self.sampler.set_epoch(self.sampler.epoch + 1)
 
 
 def _rank_and_world_size(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -377,9 +349,67 @@ def _rank_and_world_size(rank: int | None, world_size: int | None) -> tuple[int,
     if (rank is None) != (world_size is None):
         raise ValueError("give both rank and world_size, or neither (then torch.distributed decides)")
     if world_size is None:
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        return (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
+        # A process group exists only once torch.distributed is imported: without it (the check
+        # stage, a numpy loader), the answer is 0 and 1 without importing torch to ask.
+        distributed = sys.modules.get("torch.distributed")
+        if distributed is not None and distributed.is_available() and distributed.is_initialized():
+            return distributed.get_rank(), distributed.get_world_size()
+        return 0, 1
     return rank, world_size
+
+
+def _classes(tensors: bool) -> dict[str, type]:
+    """The dataset and order classes: numpy's, or their torch subclasses (which add only the torch boundary)."""
+    if tensors:
+        from causal_lm_data import torch_loader as side
+
+        return {name: getattr(side, name) for name in ("Blocks", "BlockBatches", "MixedBlocks", "MixtureBatches")}
+    from causal_lm_data.mixture import MixedArrays, MixtureOrder
+
+    return {"Blocks": BlockArrays, "BlockBatches": BlockOrder, "MixedBlocks": MixedArrays, "MixtureBatches": MixtureOrder}
+
+
+def _dataset_and_sampler(
+    tensors: bool,
+    path=DEFAULT_PATH,
+    batch_size: int = 8,
+    shuffle: bool | None = None,
+    seed: int = 42,
+    split: str | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+    drop_last: bool = False,
+    position_ids: bool = False,
+    verify: bool = False,
+    source: str | None = None,
+    return_source: bool = False,
+):
+    """What make_dataloader serves (see it): its dataset and sampler, of `_classes(tensors)`."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    classes = _classes(tensors)
+    if Path(path).suffix == ".json":  # a recipe's plan
+        from causal_lm_data.mixture import mixture_dataset_and_sampler, plan_folder
+
+        if source is not None:
+            path = plan_folder(path, source)
+        else:
+            rank, world_size = _rank_and_world_size(rank, world_size)
+            options = {"position_ids": position_ids, "return_source": return_source, "verify": verify}
+            return mixture_dataset_and_sampler(classes, path, batch_size, shuffle, seed, split, rank, world_size, **options)
+    folder = split_folder(path, split, "group", REBUILD)
+    if shuffle is None:
+        shuffle = split in (None, "train")
+    rank, world_size = _rank_and_world_size(rank, world_size)
+    blocks = classes["Blocks"](folder, verify=verify, position_ids=position_ids)  # `folder` is the split's already
+    return blocks, classes["BlockBatches"](len(blocks), batch_size, shuffle, seed, rank, world_size, drop_last)
+
+
+def make_numpy_loader(
+    path=DEFAULT_PATH, batch_size: int = 8, shuffle: bool | None = None, seed: int = 42, **options
+) -> NumpyLoader:
+    """make_dataloader's batches (the same arguments, but no DataLoader ones) as numpy arrays, without importing torch."""
+    return NumpyLoader(*_dataset_and_sampler(False, path, batch_size, shuffle, seed, **options))
 
 
 def make_dataloader(
@@ -396,8 +426,8 @@ def make_dataloader(
     source: str | None = None,
     return_source: bool = False,
     **dataloader_kwargs,
-) -> BlockLoader:
-    """A DataLoader of {"input_ids", "labels"} int64 batches of shape (batch_size, block_size).
+):
+    """A DataLoader (a BlockLoader) of {"input_ids", "labels"} int64 batches of shape (batch_size, block_size).
 
     path: a folder written by the group stage (by default this repository's
         data/grouped), or a recipe's plan (the mix stage's data/mix.json): its
@@ -419,30 +449,15 @@ def make_dataloader(
     verify: check every shard against its hash first (reads all the data once).
     Other keyword arguments (num_workers, pin_memory, ...) go to DataLoader.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-    if Path(path).suffix == ".json":  # a recipe's plan
-        from causal_lm_data.mixture import mixture_loader, plan_folder
+    options = {"split": split, "rank": rank, "world_size": world_size, "drop_last": drop_last, "position_ids": position_ids}
+    options |= {"verify": verify, "source": source, "return_source": return_source}
+    dataset, sampler = _dataset_and_sampler(True, path, batch_size, shuffle, seed, **options)
+    from causal_lm_data.torch_loader import dataloader
 
-        if source is not None:
-            path = plan_folder(path, source)
-        else:
-            rank, world_size = _rank_and_world_size(rank, world_size)
-            options = {"position_ids": position_ids, "return_source": return_source, "verify": verify}
-            return mixture_loader(path, batch_size, shuffle, seed, split, rank, world_size, **options, **dataloader_kwargs)
-    folder = split_folder(path, split, "group", REBUILD)
-    if shuffle is None:
-        shuffle = split in (None, "train")
-    rank, world_size = _rank_and_world_size(rank, world_size)
-    blocks = Blocks(folder, verify=verify, position_ids=position_ids)  # `folder` is the split's already
-    batches = BlockBatches(len(blocks), batch_size, shuffle, seed, rank, world_size, drop_last)
-    # The sampler yields whole batches of indices, so each batch is one gather, not
-    # batch_size item fetches plus a collate; batch_size=None tells DataLoader so.
-    dataloader_kwargs.setdefault("collate_fn", batch_as_is)
-    return BlockLoader(blocks, sampler=batches, batch_size=None, **dataloader_kwargs)
+    return dataloader(dataset, sampler, **dataloader_kwargs)
 
 
-def from_params(path=DEFAULT_PATH, params_file=None, **options) -> BlockLoader:
+def from_params(path=DEFAULT_PATH, params_file=None, **options):
     """make_dataloader with the `loader` section of params.yaml (batch_size, shuffle, seed): the settings the check stage validated.
 
     `params_file` defaults to the params.yaml beside the `data/` folder that holds

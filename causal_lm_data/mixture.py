@@ -9,6 +9,11 @@ seeded order `Permutation(blocks, (seed, source, p))`: an upsampled source is
 reshuffled on every pass, and a change of weights mid-run continues every source's
 stream where it stopped (a new *phase*), so no block of a pass is repeated or
 skipped because the weights changed.
+
+As in causal_lm_data.loader, the numbers are numpy's (`MixedArrays`, `MixtureOrder`)
+and torch only their boundary: `MixedBlocks`, `MixtureBatches` and `MixtureLoader`
+are in causal_lm_data.torch_loader (importable from here; importing this module
+does not load torch).
 """
 
 import json
@@ -16,19 +21,29 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import DistributedSampler
 
 from causal_lm_data.errors import UserError, first_line
-from causal_lm_data.loader import BlockBatches, BlockLoader, Blocks, Permutation, batch_as_is
+from causal_lm_data.loader import BlockArrays, Permutation
 from causal_lm_data.plan import Plan, Schedule, apportion, source_key
 
+# The torch side (causal_lm_data.torch_loader), importable from here as it always was.
+_TORCH_SIDE = ("MixedBlocks", "MixtureBatches", "MixtureLoader")
 
-class MixtureBatches(DistributedSampler):
+
+def __getattr__(name: str):
+    if name in _TORCH_SIDE:
+        from causal_lm_data import torch_loader
+
+        return getattr(torch_loader, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class MixtureOrder:
     """Batches of block indices of a mixture, for one rank: a global batch's share, by source.
 
+    `MixtureBatches` (causal_lm_data.torch_loader) is this order as the DataLoader's sampler.
     Indices number the sources' blocks one after the other (source i's block j is
-    `first_blocks[i] + j`), as `MixedBlocks` serves them. Global batch b of an epoch
+    `first_blocks[i] + j`), as `MixedArrays` serves them. Global batch b of an epoch
     holds `Schedule.counts` blocks of each source, ordered by source; rank r takes
     every world_size-th of them from the r-th, so ranks hold disjoint, equal
     shares, each with every source's quota to within one block. The blocks of a
@@ -47,8 +62,6 @@ class MixtureBatches(DistributedSampler):
     def __init__(self, plan: Plan, batch_size: int, shuffle: bool = True, seed: int = 42, rank: int = 0, world_size: int = 1):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
-        # A DistributedSampler, so that trainers (Lightning) keep it and call set_epoch instead of re-sharding.
-        super().__init__(range(plan.epoch_blocks), world_size, rank, shuffle, seed)
         self.plan, self.batch_size, self.shuffle, self.seed = plan, batch_size, shuffle, seed
         self.rank, self.world_size = rank, world_size
         self.global_batch = batch_size * world_size
@@ -165,7 +178,7 @@ class MixtureBatches(DistributedSampler):
             self.offsets = np.array([saved["offsets"][name] for name in self.plan.names], dtype=np.int64)
             return
         # A new phase: where each source's stream stopped under the saved plan and batch size.
-        old = MixtureBatches.__new__(MixtureBatches)
+        old = MixtureOrder.__new__(MixtureOrder)
         old.schedule = Schedule(saved["quotas"], saved["batch_size"] * saved["world_size"])
         old.phase_epoch = saved["phase_epoch"]
         old.offsets = np.array([saved["offsets"][name] for name in saved["sources"]], dtype=np.int64)
@@ -219,13 +232,16 @@ def _checked_state(state) -> dict:
     return state
 
 
-class MixedBlocks:
-    """The blocks of several grouped folders, numbered one folder after the other (a torch Dataset).
+class MixedArrays:
+    """The blocks of several grouped folders, numbered one folder after the other, as numpy batches.
 
     `batch(indices)` gathers every block in one call, through one index over all the
     folders' shards, and with `return_source` adds `source`: each block's folder, as
-    its position in `folders`.
+    its position in `folders`. `MixedBlocks` (causal_lm_data.torch_loader) is this
+    dataset serving tensors.
     """
+
+    folder_class = BlockArrays  # what `sources` holds: one per folder
 
     def __init__(
         self,
@@ -236,7 +252,9 @@ class MixedBlocks:
         split: str | None = None,
     ):
         self.folders, self.position_ids, self.return_source = list(folders), position_ids, return_source
-        self.sources = [Blocks(folder, verify=verify, position_ids=position_ids, split=split) for folder in self.folders]
+        self.sources = [
+            self.folder_class(folder, verify=verify, position_ids=position_ids, split=split) for folder in self.folders
+        ]
         sizes = {source.block_size for source in self.sources}
         if len(sizes) != 1:
             described = ", ".join(f"{folder}: {source.block_size}" for folder, source in zip(self.folders, self.sources))
@@ -254,7 +272,7 @@ class MixedBlocks:
 
     def _combine(self) -> None:
         """One index over every corpus' shards, as if they were one folder: a batch is one gather."""
-        self.blocks = Blocks.__new__(Blocks)
+        self.blocks = BlockArrays.__new__(BlockArrays)
         self.blocks.position_ids, self.blocks.block_size = self.position_ids, self.block_size
         self.blocks.shards = [shard for source in self.sources for shard in source.shards]
         self.blocks._index()
@@ -276,7 +294,7 @@ class MixedBlocks:
         indices = np.asarray(indices, dtype=np.int64)
         batch = self.blocks.batch(indices)
         if self.return_source:
-            batch["source"] = torch.from_numpy(np.searchsorted(self.first_blocks, indices, side="right") - 1)
+            batch["source"] = np.searchsorted(self.first_blocks, indices, side="right") - 1
         return batch
 
     def __getitem__(self, index):
@@ -288,18 +306,6 @@ class MixedBlocks:
         """Raise if any source folder was rewritten since this dataset was built (see Blocks)."""
         for source in self.sources:
             source.check_unchanged()
-
-
-class MixtureLoader(BlockLoader):
-    """A BlockLoader over a mixture: its state holds each source's stream position, so weights may change on resume."""
-
-    def state_dict(self) -> dict:
-        position = self._position or {"epoch": self.sampler.epoch, "batches": self.sampler.start_batch}
-        return self.sampler.state(position["epoch"], position["batches"])
-
-    def load_state_dict(self, state: dict) -> None:
-        self.sampler.load_state(state)
-        self._position = {"epoch": self.sampler.epoch, "batches": self.sampler.start_batch}
 
 
 def read_plan(path) -> tuple[Plan, list[Path]]:
@@ -321,7 +327,8 @@ def read_plan(path) -> tuple[Plan, list[Path]]:
     return plan, folders
 
 
-def mixture_loader(
+def mixture_dataset_and_sampler(
+    classes: dict,
     plan_path,
     batch_size: int = 8,
     shuffle: bool | None = None,
@@ -332,11 +339,11 @@ def mixture_loader(
     position_ids: bool = False,
     return_source: bool = False,
     verify: bool = False,
-    **dataloader_kwargs,
 ):
-    """A DataLoader over the recipe whose plan is at `plan_path` (make_dataloader calls it for a .json path).
+    """The dataset and sampler over the recipe whose plan is at `plan_path` (make_dataloader's, for a .json path).
 
-    The training split is the mixture (MixtureBatches). split="validation" serves every
+    `classes` names the dataset and order classes to build (numpy's or torch's: see
+    causal_lm_data.loader._classes). The training split is the mixture (MixtureOrder). split="validation" serves every
     corpus' held-out blocks once, corpus after corpus in the plan's order (with
     `return_source`, a `source` entry says whose), so training code can log the loss
     per corpus; make_dataloader(plan, source=NAME) serves one corpus alone.
@@ -345,17 +352,15 @@ def mixture_loader(
     if split not in (None, "train") or len(plan.names) == 1:
         # Held-out blocks, in order; or a recipe of one corpus, served exactly as its folder is.
         shuffle = split in (None, "train") if shuffle is None else shuffle
-        blocks = MixedBlocks(folders, verify=verify, position_ids=position_ids, return_source=return_source, split=split)
-        batches = BlockBatches(len(blocks), batch_size, shuffle, seed, rank, world_size)
-        dataloader_kwargs.setdefault("collate_fn", batch_as_is)
-        return BlockLoader(blocks, sampler=batches, batch_size=None, **dataloader_kwargs)
-    blocks = MixedBlocks(folders, verify=verify, position_ids=position_ids, return_source=return_source)
+        blocks = classes["MixedBlocks"](
+            folders, verify=verify, position_ids=position_ids, return_source=return_source, split=split
+        )
+        return blocks, classes["BlockBatches"](len(blocks), batch_size, shuffle, seed, rank, world_size)
+    blocks = classes["MixedBlocks"](folders, verify=verify, position_ids=position_ids, return_source=return_source)
     found = [len(source) for source in blocks.sources]
     if tuple(found) != plan.blocks:
         raise UserError(f"{plan_path} was planned for {list(plan.blocks)} blocks, the folders hold {found}; rebuild the plan")
-    batches = MixtureBatches(plan, batch_size, shuffle is not False, seed, rank, world_size)
-    dataloader_kwargs.setdefault("collate_fn", batch_as_is)
-    return MixtureLoader(blocks, sampler=batches, batch_size=None, **dataloader_kwargs)
+    return blocks, classes["MixtureBatches"](plan, batch_size, shuffle is not False, seed, rank, world_size)
 
 
 def plan_folder(plan_path, source: str):

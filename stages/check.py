@@ -5,34 +5,40 @@
 
 Exits non-zero with one line if a batch is wrong. It hashes every shard of every
 block folder it reads once (the loader's `verify`); training processes skip that.
+
+It checks the first batch that make_dataloader(..., loader params) yields, through
+the numpy loader (causal_lm_data.loader.make_numpy_loader): the same dataset and
+order, so the same indices and values, as the arrays the DataLoader wraps with
+torch.from_numpy (an int64 array becomes a torch.int64 tensor of its shape).
+So the stage does not import torch, the largest part of its start-up before.
 """
 
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from causal_lm_data.build.command import arguments, run_stage
 from causal_lm_data.build.params import load_params
 from causal_lm_data.build.writer import write_json
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import split_names
-from causal_lm_data.loader import Blocks, make_dataloader
+from causal_lm_data.loader import BlockArrays, make_numpy_loader
 from causal_lm_data.mixture import read_plan
 
 
 def check_batch(batch: dict, batch_size: int, block_size: int) -> None:
-    """Raise UserError unless input_ids and labels are equal int64 tensors of (batch_size, block_size)."""
+    """Raise UserError unless input_ids and labels are equal int64 arrays of (batch_size, block_size)."""
     expected = (batch_size, block_size)
     for name in ("input_ids", "labels"):
-        tensor = batch.get(name)
-        if not isinstance(tensor, torch.Tensor):
-            raise UserError(f"the batch has no '{name}' tensor; keys: {', '.join(batch)}")
-        if tuple(tensor.shape) != expected or tensor.dtype != torch.int64:
+        values = batch.get(name)
+        if not isinstance(values, np.ndarray):
+            raise UserError(f"the batch has no '{name}' array; keys: {', '.join(batch)}")
+        if values.shape != expected or values.dtype != np.int64:
             raise UserError(
-                f"'{name}' is {tensor.dtype} {tuple(tensor.shape)}, expected torch.int64 {expected}; "
+                f"'{name}' is {values.dtype} {values.shape}, expected int64 {expected}; "
                 "is the block folder smaller than one batch? lower loader.batch_size"
             )
-    if not torch.equal(batch["input_ids"], batch["labels"]):
+    if not np.array_equal(batch["input_ids"], batch["labels"]):
         raise UserError("labels differ from input_ids; causal-LM labels must be a copy of input_ids")
 
 
@@ -41,12 +47,12 @@ def main() -> None:
     params = load_params(args.params)
     block_size = int(args.block_size)
     splits = split_names(args.input, "group")  # first: a bad dataset_dict.json is reported naming the dvc command
-    loader = make_dataloader(args.input, params["batch_size"], params["shuffle"], params["seed"])
+    loader = make_numpy_loader(args.input, params["batch_size"], params["shuffle"], params["seed"])
     batch = next(iter(loader))
     check_batch(batch, params["batch_size"], block_size)
     found = {"batch_shape": list(batch["input_ids"].shape), "dtype": "int64", "batches": len(loader)}
     if "validation" in splits:
-        validation = make_dataloader(args.input, params["batch_size"], split="validation", verify=True)
+        validation = make_numpy_loader(args.input, params["batch_size"], split="validation", verify=True)
         # A small held-out split may have fewer blocks than one batch, or none (group warned).
         if len(validation.dataset):
             check_batch(next(iter(validation)), min(params["batch_size"], len(validation.dataset)), block_size)
@@ -54,9 +60,11 @@ def main() -> None:
     # The recipe: one batch of the mixture, each block from the corpus the plan says.
     # verify: every shard hashed once per build (training processes skip it): the recipe's
     # loader hashes every corpus it mixes, so the main folder alone only when it is left out.
-    mixture = make_dataloader(args.plan, params["batch_size"], params["shuffle"], params["seed"], return_source=True, verify=True)
+    mixture = make_numpy_loader(
+        args.plan, params["batch_size"], params["shuffle"], params["seed"], return_source=True, verify=True
+    )
     if Path(args.input).resolve() not in {folder.resolve() for folder in read_plan(args.plan)[1]}:
-        Blocks(args.input, verify=True)
+        BlockArrays(args.input, verify=True)
     check_batch(next(iter(mixture)), params["batch_size"], block_size)
     found["mixture_batches"] = len(mixture)
     write_json(args.metrics, found)

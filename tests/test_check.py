@@ -1,7 +1,7 @@
 import shutil
 
+import numpy as np
 import pytest
-import torch
 import yaml
 
 from causal_lm_data.errors import UserError
@@ -9,9 +9,9 @@ from stages.check import check_batch
 from tests.helpers import REPO, run, stage_command
 
 
-def batch(shape=(8, 128), dtype=torch.int64):
-    input_ids = torch.randint(0, 50_257, shape).to(dtype)
-    return {"input_ids": input_ids, "labels": input_ids.clone()}
+def batch(shape=(8, 128), dtype=np.int64):
+    input_ids = np.random.default_rng(0).integers(0, 50_257, shape).astype(dtype)
+    return {"input_ids": input_ids, "labels": input_ids.copy()}
 
 
 def test_a_lab1_batch_passes():
@@ -21,12 +21,12 @@ def test_a_lab1_batch_passes():
 @pytest.mark.parametrize(
     "bad, message",
     [
-        (batch(shape=(3, 128)), r"'input_ids' is torch.int64 \(3, 128\), expected torch.int64 \(8, 128\)"),
-        (batch(shape=(8, 64)), r"expected torch.int64 \(8, 128\)"),
-        (batch(dtype=torch.int32), r"'input_ids' is torch.int32"),
-        ({"input_ids": torch.zeros(8, 128, dtype=torch.int64)}, "the batch has no 'labels' tensor"),
+        (batch(shape=(3, 128)), r"'input_ids' is int64 \(3, 128\), expected int64 \(8, 128\)"),
+        (batch(shape=(8, 64)), r"expected int64 \(8, 128\)"),
+        (batch(dtype=np.int32), r"'input_ids' is int32"),
+        ({"input_ids": np.zeros((8, 128), dtype=np.int64)}, "the batch has no 'labels' array"),
         (
-            {"input_ids": torch.zeros(8, 128, dtype=torch.int64), "labels": torch.ones(8, 128, dtype=torch.int64)},
+            {"input_ids": np.zeros((8, 128), dtype=np.int64), "labels": np.ones((8, 128), dtype=np.int64)},
             "labels differ from input_ids",
         ),
     ],
@@ -44,5 +44,5 @@ def test_check_stage_fails_when_data_is_smaller_than_one_batch(built_repo, tmp_p
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = run(stage_command("check", tmp_path), cwd=tmp_path, check=False, PYTHONPATH=str(REPO))
     assert result.returncode == 1
-    assert result.stderr.strip().startswith("error: 'input_ids' is torch.int64 (18111, 128)")
+    assert result.stderr.strip().startswith("error: 'input_ids' is int64 (18111, 128)")
     assert result.stderr.count("\n") == 1 and not (tmp_path / "metrics" / "check.json").exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.helpers import REPO, run
+from tests.helpers import REPO, run, stage_command
 
 
 def module_file(name: str) -> Path | None:
@@ -107,8 +107,33 @@ def test_the_loader_imports_nothing_of_the_write_side():
     assert not [name for name in loaded if name.startswith(("causal_lm_data.build", "stages"))]
 
 
-def test_a_stage_does_not_import_torch():
-    """The stages import only what they run: torch (~1 s) only in check, which builds the loader."""
+def test_a_stage_other_than_check_does_not_import_the_loader():
+    """The stages import only what they run: the loader only in check, which validates its batches."""
     for stage in ("download", "tokenize", "group", "mix"):
         closure = {str(file.relative_to(REPO)) for file in local_closure(f"stages.{stage}")}
         assert "causal_lm_data/loader.py" not in closure, stage
+
+
+def imported_at_run_time(args, cwd) -> set[str]:
+    """Every module a Python command imports, as `-X importtime` (PYTHONPROFILEIMPORTTIME) reports them."""
+    result = run(args, cwd=cwd, PYTHONPROFILEIMPORTTIME="1")
+    lines = [line.split("|") for line in result.stderr.splitlines() if line.startswith("import time:")]
+    return {fields[-1].strip() for fields in lines if len(fields) == 3}
+
+
+def test_no_stage_imports_torch(repo):
+    """torch is most of a stage process's start-up: check validates the DataLoader's batches through the numpy loader instead."""
+    for stage in ("download", "tokenize", "group", "mix", "check"):
+        loaded = imported_at_run_time(stage_command(stage, repo), repo)
+        assert "causal_lm_data.format" in loaded and "numpy" in loaded, stage  # the report lists every import
+        assert not {name for name in loaded if name.split(".")[0] == "torch"}, stage
+        if stage == "check":  # which maps the blocks without pyarrow.compute, a large module it needs nothing of
+            assert {"causal_lm_data.loader", "causal_lm_data.mixture"} <= loaded and "pyarrow.compute" not in loaded
+
+
+def test_importing_the_loader_does_not_import_torch():
+    """torch loads when a DataLoader or a torch Dataset is asked for, not with the modules that compute the batches."""
+    loaded = imported_at_run_time([sys.executable, "-c", "import causal_lm_data.loader, causal_lm_data.mixture"], REPO)
+    assert "causal_lm_data.mixture" in loaded and "torch" not in loaded
+    asked = "from causal_lm_data.loader import Blocks; from causal_lm_data.mixture import MixtureBatches"
+    assert "torch" in imported_at_run_time([sys.executable, "-c", asked], REPO)

@@ -1,5 +1,6 @@
 """The loader refuses what it cannot serve, at once and in one line: bad resume states, too many ranks, bad indices, a rewritten folder."""
 
+import re
 import shutil
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 
 from causal_lm_data.build.grouped import group_split
 from causal_lm_data.errors import UserError
-from causal_lm_data.loader import BlockBatches, Blocks, make_dataloader
+from causal_lm_data.loader import BlockBatches, Blocks, make_dataloader, make_numpy_loader
 from tests.helpers import documents, write_tokens
 
 BLOCK_SIZE = 16
@@ -146,3 +147,20 @@ def test_a_rewrite_between_epochs_is_noticed_without_workers(own_grouped, tokeni
     with pytest.raises(UserError, match="changed after this loader was built"):
         list(loader)
     assert len(np.concatenate(list(BlockBatches(150, 4)))) == 150
+
+
+def test_verify_names_the_first_damaged_shard_in_order(own_grouped):
+    """Shards are hashed on several threads (on a machine of 2 or more processors); the error names the first damaged one."""
+    shards = sorted(own_grouped.glob("*.arrow"))
+    assert len(shards) == 4
+    Blocks(own_grouped, verify=True)
+    for shard in (shards[1], shards[3]):  # the last holds 5 blocks, not 20: its hash may fail first
+        content = bytearray(shard.read_bytes())
+        content[-20] ^= 0xFF  # one flipped bit of ids: only the hash can tell
+        shard.chmod(0o644)
+        shard.write_bytes(bytes(content))
+    expected = f"{own_grouped} is corrupt or truncated (data-00001-of-00004.arrow does not match the hash in state.json)"
+    for _ in range(3):
+        with pytest.raises(UserError, match=re.escape(expected)):
+            make_numpy_loader(own_grouped, batch_size=4, verify=True)
+    make_numpy_loader(own_grouped, batch_size=4)  # without verify, nothing reads the data

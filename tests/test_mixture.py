@@ -173,10 +173,11 @@ def three_corpora(tmp_path_factory):
 
 
 def test_the_loader_serves_the_planned_shares_with_their_sources(three_corpora):
-    from causal_lm_data.mixture import mixture_loader, read_plan
+    from causal_lm_data import make_dataloader
+    from causal_lm_data.mixture import read_plan
 
     plan, _ = read_plan(three_corpora / "mix.json")
-    loader = mixture_loader(three_corpora / "mix.json", batch_size=6, return_source=True, seed=3)
+    loader = make_dataloader(three_corpora / "mix.json", batch_size=6, return_source=True, seed=3)
     batches = list(loader)
     assert len(batches) == len(loader) == plan.epoch_blocks // 6
     for batch in batches:
@@ -189,15 +190,15 @@ def test_the_loader_serves_the_planned_shares_with_their_sources(three_corpora):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_the_mixture_loader_resumes_exactly_with_workers(three_corpora, workers):
-    from causal_lm_data.mixture import mixture_loader
+    from causal_lm_data import make_dataloader
 
     options = {"batch_size": 4, "seed": 9, "num_workers": workers}
     if workers:
         options["multiprocessing_context"] = "spawn"
-    reference = mixture_loader(three_corpora / "mix.json", **options)
+    reference = make_dataloader(three_corpora / "mix.json", **options)
     expected = [b["input_ids"].tolist() for _ in range(2) for b in reference]
     # Stopped after batch 5, resumed, stopped again after batch 25 (in the second epoch), resumed again.
-    loader, seen = mixture_loader(three_corpora / "mix.json", **options), []
+    loader, seen = make_dataloader(three_corpora / "mix.json", **options), []
     for stop in (5, 25):
         while len(seen) < stop:
             for batch in loader:
@@ -205,7 +206,7 @@ def test_the_mixture_loader_resumes_exactly_with_workers(three_corpora, workers)
                 if len(seen) == stop:
                     break
         state = loader.state_dict()
-        loader = mixture_loader(three_corpora / "mix.json", **options)
+        loader = make_dataloader(three_corpora / "mix.json", **options)
         loader.load_state_dict(state)
     while len(seen) < len(expected):
         seen += [b["input_ids"].tolist() for b in loader]
