@@ -276,7 +276,7 @@ def table(runs) -> str:
         ("loader first batch after build (ms)", None, m("loader", "first_batch_ms"), None, "< 50"),
         ("no-op dvc repro (s)", None, m("dvc_noop"), None, "<= 2"),
         ("dvc repro after group.block_size change (s)", None, m("dvc_block_size"), None, "<= 3"),
-        ("python -c 'import torch' (s)", None, m("import_torch"), None, "(in check)"),
+        ("python -c 'import torch' (s)", None, m("import_torch"), None, "(no stage imports it)"),
     ]
     for stage in STAGES:
         rss = m("stages", stage, "rss_mib")
