@@ -151,12 +151,19 @@ def default_pipeline(work: Path) -> dict:
     the same clone (the difference is DVC's own time: start-up, hashing, dvc.lock, git)."""
     repo = work / "default"
     subprocess.run(["git", "clone", "-q", str(REPO), str(repo)], check=True)
-    result = {"dvc_repro_fresh": measure(["dvc", "repro"], repo)[0]}
-    result["dvc_exp_run"] = measure(["dvc", "exp", "run", "-S", EXPERIMENT], repo)[0]
+    # As on a machine just installed: no exactness proof kept yet (tokenize makes it, and
+    # the experiment, whose first 1,000 documents are the same, reuses it).
+    new_machine = {"XDG_CACHE_HOME": str(work / "default-xdg-cache")}
+    result = {"dvc_repro_fresh": measure(["dvc", "repro"], repo, **new_machine)[0]}
+    result["dvc_exp_run"] = measure(["dvc", "exp", "run", "-S", EXPERIMENT], repo, **new_machine)[0]
     # The workspace now holds the experiment's params.yaml: its stages, alone.
-    result["exp_stages"] = {stage: measure(stage_command(repo, stage), repo)[0] for stage in EXPERIMENT_STAGES}
+    result["exp_stages"] = {stage: measure(stage_command(repo, stage), repo, **new_machine)[0] for stage in EXPERIMENT_STAGES}
     subprocess.run(["git", "checkout", "-q", "--", "params.yaml"], cwd=repo, check=True)
-    result["fresh_stages"] = {stage: measure(stage_command(repo, stage), repo)[0] for stage in FRESH_STAGES}
+    # The first run's stages, alone: tokenize proves again, as that run's tokenize did.
+    result["fresh_stages"] = {
+        stage: measure(stage_command(repo, stage), repo, **new_machine, CAUSAL_LM_DATA_NO_PROOF_CACHE="1")[0]
+        for stage in FRESH_STAGES
+    }
     return result
 
 
@@ -181,10 +188,12 @@ def one_repeat(corpus: Path, corpus_10x: Path, work: Path) -> dict:
 
     repo = clone(work / "dvc", corpus)
     result["import_torch"] = measure([sys.executable, "-c", "import torch"], repo)[0]
-    result["dvc_repro"] = measure(["dvc", "repro"], repo)[0]
-    result["dvc_noop"] = measure(["dvc", "repro"], repo)[0]
+    # From scratch, as Lab1's method starts: no exactness proof kept for this corpus yet.
+    new_machine = {"XDG_CACHE_HOME": str(work / "dvc-xdg-cache")}
+    result["dvc_repro"] = measure(["dvc", "repro"], repo, **new_machine)[0]
+    result["dvc_noop"] = measure(["dvc", "repro"], repo, **new_machine)[0]
     set_param(repo, "group.block_size", 256)
-    result["dvc_block_size"] = measure(["dvc", "repro"], repo)[0]
+    result["dvc_block_size"] = measure(["dvc", "repro"], repo, **new_machine)[0]
 
     result["stages_10x"] = run_stages(clone(work / "stages-10x", corpus_10x))
     result["default"] = default_pipeline(work)
@@ -216,6 +225,11 @@ def table(runs) -> str:
     m = lambda *keys: median(runs, *keys)  # noqa: E731
     # The reference process also runs a loader epoch, which dvc repro does not.
     reference_wall = m("reference", "wall") - m("reference", "seconds", "epoch")
+    # The end-to-end ratio is taken within each run (both sides share that run's machine
+    # load), then the median of those ratios: not a ratio of two medians of different runs.
+    end_to_end = statistics.median(
+        run["dvc_repro"] / (run["reference"]["wall"] - run["reference"]["seconds"]["epoch"]) for run in runs
+    )
     reference_rss = m("reference", "rss_mib")
     reference_epoch = m("reference", "epoch_tokens") / m("reference", "seconds", "epoch")
     tokens = m("stages", "tokens")
@@ -231,8 +245,14 @@ def table(runs) -> str:
     fresh_dvc = statistics.median(d["dvc_repro_fresh"] - sum(d["fresh_stages"].values()) for d in default)
     exp_dvc = statistics.median(d["dvc_exp_run"] - sum(d["exp_stages"].values()) for d in default)
     rows = [
-        ("end to end, from scratch (s)", reference_wall, m("dvc_repro"), m("dvc_repro") / reference_wall, "<= 0.3x"),
-        ("default pipeline: `dvc repro` from scratch, fresh clone (s)", None, m("default", "dvc_repro_fresh"), None, "<= 3"),
+        ("end to end, from scratch (s; ratio: median of each run's)", reference_wall, m("dvc_repro"), end_to_end, "<= 0.3x"),
+        (
+            "default pipeline: `dvc repro` in a fresh clone, no proof kept yet (s)",
+            None,
+            m("default", "dvc_repro_fresh"),
+            None,
+            "<= 3",
+        ),
         (f"... of it, its stages run alone ({', '.join(FRESH_STAGES)}) (s)", None, fresh_stages, None, ""),
         ("... of it, DVC's own time (s)", None, fresh_dvc, None, ""),
         (f"default pipeline: `dvc exp run -S {EXPERIMENT}` (s)", None, m("default", "dvc_exp_run"), None, "<= 3"),
