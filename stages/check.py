@@ -68,7 +68,8 @@ def main() -> None:
     check_batch(next(iter(mixture)), params["batch_size"], block_size)
     found["mixture_batches"] = len(mixture)
     write_json(args.metrics, found)
-    print(f"check: input_ids and labels are int64 {tuple(found['batch_shape'])}; {len(loader):,} batches per epoch")
+    held_out = f" (+ {found['validation_batches']:,} validation batches)" if "validation_batches" in found else ""
+    print(f"check: input_ids and labels are int64 {tuple(found['batch_shape'])}; {len(loader):,} batches per epoch{held_out}")
 
 
 if __name__ == "__main__":

@@ -100,3 +100,7 @@ def test_each_metric_counts_one_split_and_the_sums_add_up(tmp_path, validation_s
         f"group: {over_splits(group, 'blocks', 'blocks')} of {BLOCK_SIZE} tokens -> data/grouped "
         f"({dropped}; {' and '.join(per_block)} documents per block)"
     ]
+    held_out = f" (+ {check['validation_batches']:,} validation batches)" if validation_size else ""
+    assert lines["check"] == [
+        f"check: input_ids and labels are int64 ({BATCH_SIZE}, {BLOCK_SIZE}); {check['batches']:,} batches per epoch{held_out}"
+    ]
