@@ -481,3 +481,12 @@ def from_params(path=DEFAULT_PATH, params_file=None, **options):
             f"{params_file} has no readable loader section ({error.__class__.__name__}); give the settings instead"
         ) from None
     return make_dataloader(path, **(settings | options))
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_TORCH_SIDE})
+
+
+# `from causal_lm_data.loader import *` gives what it gave when the torch side was defined here
+# (every public name of the module), the torch side included: it imports torch then, as it did.
+__all__ = [name for name in list(globals()) if not name.startswith("_")] + list(_TORCH_SIDE)

@@ -26,8 +26,12 @@ from causal_lm_data.errors import UserError, first_line
 from causal_lm_data.loader import BlockArrays, Permutation
 from causal_lm_data.plan import Plan, Schedule, apportion, source_key
 
-# The torch side (causal_lm_data.torch_loader), importable from here as it always was.
-_TORCH_SIDE = ("MixedBlocks", "MixtureBatches", "MixtureLoader")
+# The torch side (causal_lm_data.torch_loader), importable from here as it always was (this
+# module defined the first four, and imported the loader's others).
+_TORCH_SIDE = (
+    *("MixedBlocks", "MixtureBatches", "MixtureLoader", "mixture_loader"),
+    *("Blocks", "BlockBatches", "BlockLoader", "batch_as_is"),
+)
 
 
 def __getattr__(name: str):
@@ -369,3 +373,12 @@ def plan_folder(plan_path, source: str):
     if source not in plan.names:
         raise UserError(f"{plan_path} has no corpus '{source}'; it has: {', '.join(plan.names)}")
     return folders[plan.names.index(source)]
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_TORCH_SIDE})
+
+
+# `from causal_lm_data.mixture import *` gives what it gave when the torch side was defined here
+# (every public name of the module), the torch side included: it imports torch then, as it did.
+__all__ = [name for name in list(globals()) if not name.startswith("_")] + list(_TORCH_SIDE)

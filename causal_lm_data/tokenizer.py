@@ -449,11 +449,12 @@ class Proof:
             "check_texts_sha256": _texts_sha256(checks),
         }
         name = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode("utf-8")).hexdigest()
-        self.path = proof_folder() / f"{name}.json"
+        folder = proof_folder()
+        self.path = None if folder is None else folder / f"{name}.json"
 
     def stored(self) -> bool:
         """Whether this proof was made before (never, when NO_PROOF_CACHE is set)."""
-        if _reuse_off():
+        if _reuse_off() or self.path is None:
             return False
         try:
             stored = json.loads(self.path.read_text(encoding="utf-8"))
@@ -463,7 +464,7 @@ class Proof:
 
     def store(self) -> None:
         """Keep this proof, atomically: concurrent runs each write their own file, and rename it into place."""
-        if _reuse_off():
+        if _reuse_off() or self.path is None:
             return
         temporary = None
         try:
@@ -479,10 +480,22 @@ class Proof:
                 Path(temporary).unlink(missing_ok=True)
 
 
-def proof_folder() -> Path:
-    """Where proofs are kept: $XDG_CACHE_HOME/causal-lm-data/proofs, or ~/.cache/... (a relative XDG_CACHE_HOME is ignored, as the XDG spec says)."""
+def proof_folder() -> Path | None:
+    """Where proofs are kept: $XDG_CACHE_HOME/causal-lm-data/proofs, or ~/.cache/... (a relative XDG_CACHE_HOME is ignored, as the XDG spec says).
+
+    None without an absolute home folder (a container user with no passwd entry and no
+    HOME, or a relative HOME that would put the cache in the workspace): no reuse, the
+    proof runs each time.
+    """
     cache = os.environ.get("XDG_CACHE_HOME", "")
-    return (Path(cache) if os.path.isabs(cache) else Path.home() / ".cache") / "causal-lm-data" / "proofs"
+    if not os.path.isabs(cache):
+        try:
+            cache = str(Path.home() / ".cache")
+        except RuntimeError:  # "Could not determine home directory."
+            return None
+        if not os.path.isabs(cache):
+            return None
+    return Path(cache) / "causal-lm-data" / "proofs"
 
 
 def _reuse_off() -> bool:

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from causal_lm_data.errors import quoted
 from causal_lm_data.loader import BlockArrays, BlockOrder
-from causal_lm_data.mixture import MixedArrays, MixtureOrder
+from causal_lm_data.mixture import MixedArrays, MixtureOrder, mixture_dataset_and_sampler
 
 
 def as_tensors(batch: dict) -> dict:
@@ -154,3 +154,26 @@ def dataloader(dataset, sampler, **dataloader_kwargs) -> BlockLoader:
     dataloader_kwargs.setdefault("collate_fn", batch_as_is)
     kind = MixtureLoader if isinstance(sampler, MixtureOrder) else BlockLoader
     return kind(dataset, sampler=sampler, batch_size=None, **dataloader_kwargs)
+
+
+def mixture_loader(
+    plan_path,
+    batch_size: int = 8,
+    shuffle: bool | None = None,
+    seed: int = 42,
+    split: str | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    position_ids: bool = False,
+    return_source: bool = False,
+    verify: bool = False,
+    **dataloader_kwargs,
+) -> BlockLoader:
+    """The DataLoader over the recipe whose plan is at `plan_path`, as causal_lm_data.mixture has served it
+    (make_dataloader(plan_path, ...) is the same loader, with the rank read from torch.distributed by default)."""
+    classes = {"MixedBlocks": MixedBlocks, "BlockBatches": BlockBatches, "MixtureBatches": MixtureBatches}
+    options = {"position_ids": position_ids, "return_source": return_source, "verify": verify}
+    dataset, sampler = mixture_dataset_and_sampler(
+        classes, plan_path, batch_size, shuffle, seed, split, rank, world_size, **options
+    )
+    return dataloader(dataset, sampler, **dataloader_kwargs)

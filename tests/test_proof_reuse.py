@@ -229,3 +229,27 @@ def test_damaged_raw_data_still_stops_the_stage_naming_the_folder(tmp_path, dama
     result = stage_in(tmp_path, "tokenize")
     assert_clean_failure(result, tmp_path, "data/tokenized", "data/raw is corrupt or truncated")
     assert "dvc repro --force --single-item download" in result.stderr
+
+
+def test_no_home_folder_means_no_cache_not_a_failure(tmp_path, monkeypatch, documents):
+    """A container run as a user with no passwd entry and no HOME (docker run --user 12345) has no home folder:
+    the stage still encodes, exactly, proving each time; a relative HOME would put the cache in the workspace."""
+    import pwd
+
+    def no_entry(uid):
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.delenv(NO_PROOF_CACHE, raising=False)
+    monkeypatch.delenv("HOME")
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    assert proof_folder() is None
+    for _ in range(2):
+        encoder = load_encoder("distilgpt2", sample=documents[:100])
+        assert encoder.engine == "fastokens" and encoder.proof_reused is None
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", "relative")
+    assert proof_folder() is None
+    load_encoder("distilgpt2", sample=documents[:100])
+    assert list(tmp_path.iterdir()) == []

@@ -29,6 +29,7 @@ BLOCKS = re.findall(r"```(\w*)\n(.*?)```", README, re.S)
 RUN = ("bash", "console", "python")
 NOT_RUN = re.compile(r"<!-- not run by tests: (.+?) -->")
 FAILS = re.compile(r"\s#\s*fails\b")
+SAYS = re.compile(r"\s#\s*fails:\s*(.*?)\s*$")  # `# fails: MESSAGE`: the command's output must show MESSAGE
 
 # What stands for the reader's own things in the README's commands, and what the test puts there. {tmp}: the
 # test's temporary folder; {server}: the team's git server (a bare repository there); {clone}: the reader's clone.
@@ -102,7 +103,16 @@ def bash_script(block: Block, code: str, cwd: str, state: str) -> str:
         assert not line.rstrip().endswith("\\"), f"README.md line {block.line + 1 + offset}: one command per line"
         where = f"README.md line {block.line + 1 + offset}"
         # A newline before the closing brace ends the line's comment.
-        if FAILS.search(line):
+        says = SAYS.search(line)
+        if says and says.group(1):
+            # Failing is not enough: a typo fails too. The output must say what the README shows.
+            message = shlex.quote(says.group(1))
+            commands.append(
+                f"if output=$( {{ {line}\n}} 2>&1 ); then echo '{where}: expected to fail, but succeeded' >&2; exit 1; fi\n"
+                f"printf '%s\\n' \"$output\"\n"
+                f"grep -qF -- {message} <<< \"$output\" || {{ echo '{where}: failed without saying '{message} >&2; exit 1; }}"
+            )
+        elif FAILS.search(line):
             commands.append(f"if {{ {line}\n}}; then echo '{where}: expected to fail, but succeeded' >&2; exit 1; fi")
         else:
             commands.append(f"{{ {line}\n}} || {{ echo '{where} failed' >&2; exit 1; }}")
@@ -182,8 +192,11 @@ def test_blocks_not_run_say_why_and_are_commands():
     [
         ("bash", "false && true   # a comment\necho after\n", "README.md line 2 failed"),
         ("bash", "true && false\n", "README.md line 2 failed"),
-        ("bash", "false   # fails: as shown\ncd / && echo ok\n", None),
+        ("bash", "false   # fails\ncd / && echo ok\n", None),
+        ("bash", "sh -c 'echo error: bad value >&2; exit 2'   # fails: error: bad value\ncd / && echo ok\n", None),
         ("bash", "true   # fails: but it does not\n", "README.md line 2: expected to fail, but succeeded"),
+        # a typo fails too, but does not say what the README shows
+        ("bash", "ls /no/such/folder   # fails: error: bad value\n", "README.md line 2: failed without saying error: bad value"),
         ("console", "$ cd /\nsome output\n$ false\n", "README.md line 4 failed"),
     ],
 )
