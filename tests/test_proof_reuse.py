@@ -3,6 +3,7 @@ nothing it depends on changes, never from a damaged entry, the same bytes with o
 
 import json
 import threading
+from pathlib import Path
 
 import pytest
 from tokenizers import AddedToken
@@ -253,3 +254,40 @@ def test_no_home_folder_means_no_cache_not_a_failure(tmp_path, monkeypatch, docu
     assert proof_folder() is None
     load_encoder("distilgpt2", sample=documents[:100])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_rebuilt_engine_with_the_same_install_record_proves_again(tmp_path):
+    """An editable or in-place rebuild (`maturin develop`) changes fastokens' compiled module but not its
+    RECORD: the proof made with the installed build is not reused with the rebuilt one."""
+    import importlib.metadata
+    import shutil
+
+    import fastokens
+
+    site = tmp_path / "site"
+    shutil.copytree(Path(fastokens.__file__).parent, site / "fastokens")
+    [record] = [file for file in importlib.metadata.distribution("fastokens").files if file.name == "RECORD"]
+    dist_info = Path(record.locate()).parent
+    shutil.copytree(dist_info, site / dist_info.name)  # the same RECORD
+    [binary] = (site / "fastokens").glob("*.so")
+    with binary.open("ab") as file:
+        file.write(b"\0")  # another build: the loader ignores bytes past the ELF sections
+    script = (
+        "import fastokens\n"
+        "from causal_lm_data.tokenizer import _installed, load_encoder\n"
+        "encoder = load_encoder('distilgpt2', sample=['Hello world'])\n"
+        "print(fastokens.__file__, encoder.engine, encoder.proof_reused is not None, _installed('fastokens'))\n"
+    )
+    xdg = str(tmp_path / "xdg")
+
+    def load(*path) -> list[str]:
+        return run(
+            ["python", "-c", script], cwd=tmp_path, PYTHONPATH=":".join([*map(str, path), str(REPO)]), XDG_CACHE_HOME=xdg
+        ).stdout.split()
+
+    installed = load()  # proves
+    assert installed[1:3] == ["fastokens", "False"] and load()[2] == "True"  # then reuses
+    rebuilt = load(site)
+    assert rebuilt[0].startswith(str(site)) and rebuilt[1] == "fastokens"
+    assert rebuilt[3:7] == installed[3:7]  # the same version and RECORD ...
+    assert rebuilt[-1] != installed[-1] and rebuilt[2] == "False"  # ... another binary: proven again
