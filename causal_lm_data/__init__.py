@@ -4,8 +4,9 @@
     loader = make_dataloader("data/grouped", batch_size=8)
 
 Names are imported on first use, so `import causal_lm_data.build...` (the DVC
-stages) does not load torch, and a training process that imports the loader loads
-numpy, pyarrow and torch, nothing of the write side.
+stages) does not load torch, and a training process that builds a loader loads
+numpy, pyarrow and torch, nothing of the write side (the batches are computed in
+numpy; torch is their boundary, causal_lm_data.torch_loader).
 """
 
 import importlib
