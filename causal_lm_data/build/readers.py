@@ -24,7 +24,7 @@ from causal_lm_data.build.formats import (
     json_batches,
     text_batches,
 )
-from causal_lm_data.build.inputs import Input, hub_commit
+from causal_lm_data.build.inputs import Input, hub_commit, pin_local, require_unchanged
 from causal_lm_data.errors import UserError, first_line
 
 BUILTIN_CORPUS = "sotu-paragraphs"
@@ -454,8 +454,15 @@ def load_batches(
             raise UserError(f"'{source.name}' is a single split, 'train'; set download.split to train")
         return _batched(builtin_documents()), f"sotu=={importlib.metadata.version('sotu')}"
     if source.kind == "local":
+        pinned = pin_local(source.name)
         files = local_files(source, split, data_files, options.get("name"), options.get("data_dir")).files
-        return (table for path in files for table in file_batches(path, text_column)), "local: hashed in dvc.lock"
+
+        def unchanged() -> Iterator[pa.Table]:
+            for path in files:
+                yield from file_batches(path, text_column)
+            require_unchanged(pinned)  # as a remote file's etag is checked: dvc.lock must pin what was read
+
+        return unchanged(), "local: hashed in dvc.lock"
     if source.kind == "remote":
         return remote_batches(source.name, split, text_column)
     chosen = describe_options(options)
