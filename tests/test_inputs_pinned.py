@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from causal_lm_data.build.inputs import Input
+from causal_lm_data.build.inputs import Input, pin_local, require_unchanged
 from causal_lm_data.build.params import validate
 from causal_lm_data.build.readers import local_files
 from causal_lm_data.errors import UserError
@@ -281,3 +281,23 @@ def test_a_source_field_holding_structs_is_one_line(tmp_path):
     result = stage_in(tmp_path, "download", download__source_field="meta.set", download__source_value="x", **local(corpus))
     assert result.returncode == 0, result.stderr
     assert raw_texts(tmp_path) == ["a"]
+
+
+@pytest.mark.parametrize("how", ["added", "removed", "replaced", "rewritten"])
+def test_any_change_to_a_folder_input_after_its_snapshot_is_named(tmp_path, how):
+    """DVC hashes the whole folder: a file added or removed after the snapshot would be pinned unread too."""
+    root = folder_with(tmp_path, **{"a.jsonl": ["a"], "sub/b.jsonl": ["b"]})
+    pinned = pin_local(str(root))
+    require_unchanged(pinned)  # nothing changed: no error
+    if how == "added":
+        (root / "sub" / "c.jsonl").write_bytes(jsonl(["c"]))
+    elif how == "removed":
+        (root / "sub" / "b.jsonl").unlink()
+    elif how == "replaced":
+        (tmp_path / "new.jsonl").write_bytes(jsonl(["b"]))  # the same bytes, another file
+        os.replace(tmp_path / "new.jsonl", root / "sub" / "b.jsonl")
+    else:
+        (root / "sub" / "b.jsonl").write_bytes(jsonl(["x"]))
+    name = "c.jsonl" if how == "added" else "b.jsonl"
+    with pytest.raises(UserError, match=rf"corpus/sub/{name} was {how} while download read it"):
+        require_unchanged(pinned)
