@@ -16,7 +16,7 @@ import shutil
 from causal_lm_data.build.command import arguments, run_stage
 from causal_lm_data.build.executor import worker_count
 from causal_lm_data.build.formats import format_of
-from causal_lm_data.build.inputs import resolve_input
+from causal_lm_data.build.inputs import pin_local, require_unchanged, resolve_input
 from causal_lm_data.build.params import load_params
 from causal_lm_data.build.progress import Progress, all_splits, over_splits
 from causal_lm_data.build.raw import SCHEMA, cleaned_pieces, convert_files, held_out, masked, new_counts, source_filter
@@ -41,6 +41,8 @@ def main() -> None:
     source = resolve_input(args.params, "dataset", params, builtins=[BUILTIN_CORPUS], urls=True)
     options = dataset_options(source, params)
     keep = source_filter(params, args.params)
+    # Before anything of it is read: DVC hashes a local input after the stage, and must find what was read.
+    pinned = pin_local(source.name) if source.kind == "local" else None
     local = local_files(source, params["split"], params["data_files"], options.get("name"), options.get("data_dir"))
     counts = new_counts()
     if local:
@@ -75,6 +77,8 @@ def main() -> None:
             # As in every stage's metrics: `documents` and `characters` are the training split's,
             # the held-out split's sit under `validation`; the skipped documents are in neither.
             counts |= split_metrics(written)
+        if pinned:  # inside `replacing`: a corpus that changed while read leaves no output
+            require_unchanged(pinned, args.params)
         if local:  # which files were read, and which were not (README.md, LICENSE...): none silently
             counts |= {"files": len(local.files), "files_not_read": local.not_data}
         # Inside `replacing`: if the metrics cannot be written, no new output appears either.

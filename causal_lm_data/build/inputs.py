@@ -12,14 +12,19 @@ Every input is one of four kinds, each pinned so that a run says exactly what it
   resolved to the commit it names and recorded in the stage's metrics.
 
 A path given where a name is expected is refused, not read: DVC could not see it
-change, so the data would silently go stale.
+change, so the data would silently go stale. A local input that changes while it is
+read (`pin_local`, `require_unchanged`) is refused, as a remote one whose etag changes
+is: DVC hashes it after the stage, and would pin content that was not read.
 """
 
+import hashlib
+import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from causal_lm_data.errors import UserError, first_line
+from causal_lm_data.errors import UserError, first_line, printable
 
 LOCAL = "local"
 DEFAULT_REVISION = "main"
@@ -131,3 +136,88 @@ def hub_commit(repo_id: str, revision: str, repo_type: str, detail: str = "") ->
             f"cannot resolve Hub {repo_type} '{repo_id}'{detail} at revision '{revision}': {first_line(error)}"
         ) from None
     return info.sha
+
+
+# A file whose mtime or ctime falls this close to the snapshot cannot be proven unchanged
+# by its stat alone (file systems stamp times coarsely, FAT to 2 s): its content is hashed too.
+RACY_NS = 2_000_000_000
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """What a local input held when a stage started reading it: each file's stat, and the hash of the fresh ones."""
+
+    root: str
+    stats: dict  # relative path ('' for a file input) -> (size, mtime_ns, inode, ctime_ns), None if unreadable
+    hashes: dict  # relative path -> sha256, for files whose times fall within RACY_NS of the snapshot
+
+
+def _file_stat(path: str) -> tuple | None:
+    try:
+        found = os.stat(path)  # follows a link to a file, as DVC hashes it
+    except OSError:  # a dangling link: the folder's listing refuses it by name
+        return None
+    return (found.st_size, found.st_mtime_ns, found.st_ino, found.st_ctime_ns)
+
+
+def _input_stats(root: str) -> dict:
+    """Every file DVC hashes for the dependency `root`: a file, or a folder walked as DVC walks it (links to folders not followed)."""
+    if not os.path.isdir(root):
+        return {"": _file_stat(root)}
+    stats = {}
+    for top, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(top, name)
+            stats[os.path.relpath(path, root)] = _file_stat(path)
+    return stats
+
+
+def _sha256(path: str) -> str | None:
+    try:
+        with open(path, "rb") as file:
+            return hashlib.file_digest(file, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def _racy(stats: dict, since_ns: int) -> list[str]:
+    return [name for name, stat in stats.items() if stat and max(stat[1], stat[3]) >= since_ns - RACY_NS]
+
+
+def pin_local(root: str) -> Pinned:
+    """Snapshot a local input before it is read; `require_unchanged` compares it with what DVC will hash after the stage."""
+    started = time.time_ns()
+    stats = _input_stats(root)
+    return Pinned(root, stats, {name: _sha256(os.path.join(root, name)) for name in _racy(stats, started)})
+
+
+def _change(pinned: Pinned) -> tuple[str, str] | None:
+    """The first file (sorted) that differs from the snapshot, and how; None if none does."""
+    now = _input_stats(pinned.root)
+    for name in sorted(set(now) | set(pinned.stats)):
+        if name not in now:
+            return name, "removed"
+        if name not in pinned.stats:
+            return name, "added"
+        before, after = pinned.stats[name], now[name]
+        if before != after:
+            replaced = before and after and before[2] != after[2]
+            return name, "replaced" if replaced else "rewritten"
+        if name in pinned.hashes and _sha256(os.path.join(pinned.root, name)) != pinned.hashes[name]:
+            return name, "rewritten"
+    return None
+
+
+def require_unchanged(pinned: Pinned, section: str = "download") -> None:
+    """UserError if the input changed since `pin_local`: dvc.lock would pin content the stage did not read.
+
+    DVC hashes a dependency after its stage ends, so this runs once all is read, before the stage finishes.
+    """
+    change = _change(pinned)
+    if change:
+        name, how = change
+        path = os.path.join(pinned.root, name) if name else pinned.root
+        raise UserError(
+            f"{printable(path)} was {how} while {section} read it ({section}.local_path), so dvc.lock would pin "
+            "content that was not read; run again once it no longer changes"
+        )

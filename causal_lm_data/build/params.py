@@ -100,6 +100,24 @@ def _check_section(name: str, values, keys: dict) -> None:
             raise UserError(f"'{dotted}' must be <= {maximum:,}, got {value:,}")
 
 
+def _check_validation_size(dotted: str, value: int | float) -> None:
+    """A fraction below 1 (0.1) or a whole count (1000): anything else is refused before any work, not after the download."""
+    if isinstance(value, float) and not 0 <= value < 1:  # NaN and .inf too
+        whole = f" (a count is written without a point: {int(value)})" if value.is_integer() and value >= 1 else ""
+        raise UserError(f"'{dotted}' must be a fraction below 1 (0.1) or a whole count of documents (1000), got {value}{whole}")
+
+
+def _check_download(name: str, values: dict) -> None:
+    """The rules of download's keys that their types and bounds do not say."""
+    _check_validation_size(f"{name}.validation_size", values["validation_size"])
+    field, text_column = values["source_field"], values["text_column"]
+    if field and field == text_column:
+        raise UserError(
+            f"'{name}.source_field' is '{field}', the text column ({name}.text_column): set it to the field "
+            "that names each document's source (meta.pile_set_name), or set both source keys to null"
+        )
+
+
 def _check_recipe(params: dict) -> None:
     """`corpora`: more corpora, each with download's keys; `mixture`: a weight for each corpus, and its limits."""
     corpora = params.get("corpora", {})
@@ -114,6 +132,7 @@ def _check_recipe(params: dict) -> None:
             raise UserError(f"corpora.{name} in {PARAMS_FILE} must be a mapping of download settings, got {values!r}")
         values.update({key: value for key, value in CORPUS_DEFAULTS.items() if key not in values})
         _check_section(f"corpora.{name}", values, SCHEMA["download"])
+        _check_download(f"corpora.{name}", values)
     mixture = params.get("mixture")
     _check_section("mixture", mixture, MIXTURE)
     weights = mixture["weights"]
@@ -136,6 +155,7 @@ def validate(params: dict) -> dict:
             raise UserError(f"unknown section '{section}' in {PARAMS_FILE}; known: {', '.join([*SCHEMA, *RECIPE_SECTIONS])}")
     for section, keys in SCHEMA.items():
         _check_section(section, params.get(section), keys)
+    _check_download("download", params["download"])
     _check_recipe(params)
     return params
 

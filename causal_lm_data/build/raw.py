@@ -33,12 +33,22 @@ PIECE_BYTES = 8 << 20  # text per record batch at most: 8 MB (or 1/8 of a shard)
 
 def text_column_of(batch: pa.Table, text_column: str, where: str = "") -> pa.ChunkedArray:
     """The column `text_column`, or the field it names in a struct column (`content.body`) when no column has that name."""
+    if batch.column_names.count(text_column) > 1:
+        raise UserError(
+            f"{where}{batch.column_names.count(text_column)} columns are named '{text_column}'; "
+            "rename all but one (or set download.text_column)"
+        )
     if text_column in batch.column_names:
         return batch.column(text_column)
     first, *fields = text_column.split(".")
     if fields and first in batch.column_names:
         column = batch.column(first)
         for depth, field in enumerate(fields):
+            if pa.types.is_struct(column.type) and len(column.type.get_all_field_indices(field)) > 1:
+                inside = ".".join([first, *fields[:depth]])
+                raise UserError(
+                    f"{where}'{inside}' has {len(column.type.get_all_field_indices(field))} fields named '{field}'; rename all but one"
+                )
             if not pa.types.is_struct(column.type) or column.type.get_field_index(field) < 0:
                 inside = ".".join([first, *fields[:depth]])
                 names = (
@@ -149,7 +159,15 @@ def of_source(table: pa.Table, keep: tuple[str, str], counts: dict, where: str =
         raise UserError(str(error).replace("download.text_column", "download.source_field")) from None
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
-    chosen = pc.fill_null(pc.equal(column.cast(pa.string()), value), False)
+    if pa.types.is_nested(column.type):  # a struct or list is no value to compare with source_value
+        raise UserError(f"{where}'{field}' holds {column.type}, not one value per document; set download.source_field")
+    try:
+        as_text = column.cast(pa.string())
+    except pa.ArrowException:  # binary that is not UTF-8, or a type with no text form
+        raise UserError(
+            f"{where}'{field}' holds {column.type}, which has no text to compare; set download.source_field"
+        ) from None
+    chosen = pc.fill_null(pc.equal(as_text, value), False)
     kept = table.filter(chosen)
     counts["documents_of_other_sources"] = counts.get("documents_of_other_sources", 0) + table.num_rows - kept.num_rows
     return kept

@@ -8,6 +8,7 @@ folder instead of ~/.cache.
 
 import importlib.metadata
 import importlib.util
+import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,13 +25,13 @@ from causal_lm_data.build.formats import (
     json_batches,
     text_batches,
 )
-from causal_lm_data.build.inputs import Input, hub_commit
-from causal_lm_data.errors import UserError, first_line
+from causal_lm_data.build.inputs import Input, hub_commit, pin_local, require_unchanged
+from causal_lm_data.errors import UserError, first_line, printable, quoted
 
 BUILTIN_CORPUS = "sotu-paragraphs"
 # CSV files are read by the `datasets` csv builder with options that read them as text
-# exactly: a UTF-8 byte-order mark is not text, and cells that read NA, None, null or
-# nan are documents, not missing values. Other formats: formats.py and pyarrow.
+# exactly: a UTF-8 byte-order mark is not text, cells that read NA, None, null or
+# nan are documents, not missing values, and every column is text (`_csv_batches`). Other formats: formats.py and pyarrow.
 CSV_OPTIONS = {"encoding": "utf-8-sig", "keep_default_na": False, "na_filter": False}
 
 
@@ -175,20 +176,53 @@ def _listed(names: list[str]) -> str:
     return shown if len(names) <= SHOWN_FILES else f"{shown} ... ({len(names):,} in all)"
 
 
-def folder_files(root: Path) -> list[str]:
-    """Every file under `root` as sorted relative paths, skipping hidden ones (.git, .gitattributes) as datasets does.
+@dataclass(frozen=True)
+class FolderListing:
+    """The files of a local folder, by datasets' rules: those it reads, and those in `__` folders it sets aside."""
 
-    A link that leads outside the folder is refused: DVC hashes the folder, not where it points.
+    files: list[str]  # sorted relative paths
+    set_aside: list[str]  # sorted relative paths of the files inside a folder named `__*` (__pycache__...)
+
+
+def _refused_link(path: Path, root: Path) -> str | None:
+    """Why the link `path` is refused, or None for a link to a file inside the folder (read as that file, as DVC hashes it)."""
+    if not path.exists():
+        return f"{printable(str(path))} is a link to nothing ({quoted(os.readlink(path))}); remove it or make it point to a file in {printable(str(root))}"
+    if not path.resolve().is_relative_to(root.resolve()):
+        return f"{printable(str(path))} links outside {printable(str(root))}; copy the {'folder' if path.is_dir() else 'file'} into the folder instead"
+    if path.is_dir():
+        return f"{printable(str(path))} is a link to a folder, whose files DVC does not hash; move the folder here instead of linking it"
+    return None
+
+
+def folder_files(root: Path) -> FolderListing:
+    """Every file under `root`, by one rule for files and folders: datasets' own (datasets.data_files).
+
+    A name starting with `.` (.git, .gitattributes, .cache) is hidden: never read, not
+    listed. A folder starting with `__` (__pycache__) is not read: its files are set
+    aside (metrics' files_not_read); a file starting with `__` is read, as datasets reads it.
+    A link is refused, file or folder, when it leads outside the folder or to nothing,
+    and a link to a folder even inside it: DVC walks the folder without following links
+    to folders, so it would not pin what they hold. Anything but a file (a FIFO, a
+    socket) is refused: reading it could block forever.
     """
-    found, resolved = [], root.resolve()
-    for path in root.rglob("*"):
-        relative = path.relative_to(root)
-        if any(part.startswith((".", "__")) for part in relative.parts) or path.is_dir():
-            continue
-        if not path.resolve().is_relative_to(resolved):
-            raise UserError(f"{path} links outside {root}; copy the file into the folder instead")
-        found.append(relative.as_posix())
-    return sorted(found)
+    files, set_aside = [], []
+    for top, folders, names in os.walk(root):
+        here = Path(top)
+        aside = any(part.startswith("__") for part in here.relative_to(root).parts)
+        folders[:] = [name for name in folders if not name.startswith(".")]  # hidden: never walked
+        for name in sorted(folders + names):
+            path = here / name
+            if name.startswith(".") or (name in folders and not path.is_symlink()):
+                continue
+            why = _refused_link(path, root) if path.is_symlink() else None
+            if why is None and not path.is_file():
+                why = f"{printable(str(path))} is not a regular file (a FIFO, socket or device); remove it from {printable(str(root))}"
+            if why:
+                raise UserError(why)
+            (set_aside if aside else files).append(path.relative_to(root).as_posix())
+        folders[:] = [name for name in folders if not (here / name).is_symlink()]
+    return FolderListing(sorted(files), sorted(set_aside))
 
 
 # Every file-name pattern by which datasets 5.2 puts files in a split holds one of these
@@ -297,18 +331,21 @@ def local_files(
         if path.stat().st_size == 0:
             raise UserError(f"{path} is empty: it has no documents")
         return LocalFiles([path], [])
-    listed = folder_files(path)
-    not_data = [name for name in listed if is_not_data(name)]
+    listing = folder_files(path)
+    listed = listing.files
+    not_data = sorted([name for name in listed if is_not_data(name)] + listing.set_aside)
     if data_files:
         if split != "train":
             raise UserError("download.data_files makes one split, 'train'; set download.split to train")
-        chosen = _chosen_by_patterns(path, list(data_files), listed)
+        # A glob may name files of a `__` folder, as a datasets pattern may: asked for, they are read.
+        candidates = sorted(listed + listing.set_aside)
+        chosen = _chosen_by_patterns(path, list(data_files), candidates)
         refused = [name for name in chosen if not readable(Path(name))]
         if refused:
             raise UserError(
                 f"download.data_files matches files of no readable format: {_listed(refused)}; use one of {', '.join(DATA_FORMATS)}"
             )
-        return LocalFiles([path / name for name in chosen], [name for name in listed if name not in chosen])
+        return LocalFiles([path / name for name in chosen], [name for name in candidates if name not in chosen])
     unreadable = [name for name in listed if name not in not_data and not readable(Path(name))]
     if unreadable:
         raise UserError(
@@ -335,7 +372,40 @@ def local_files(
         )
     if split not in splits:
         raise UserError(f"{path} has no split '{split}' (by {origin}); set download.split to one of: {', '.join(splits)}")
-    return LocalFiles([path / name for name in splits[split] if name in data], not_data)
+    # A README config may name files of a `__` folder, which datasets then reads: so do we.
+    read = [name for name in splits[split] if name in data or name in listing.set_aside]
+    return LocalFiles([path / name for name in read], [name for name in not_data if name not in read])
+
+
+def _csv_columns(path: Path, chosen: list[str]) -> list[str]:
+    """The column names of a CSV file as pandas reads them; UserError if a chosen column is named twice.
+
+    pandas renames a repeated name (`text`, `text.1`): the text would silently be the first one.
+    """
+    import pandas as pd
+
+    options = {"encoding": CSV_OPTIONS["encoding"], "keep_default_na": False, "na_filter": False}
+    try:
+        names = list(pd.read_csv(path, nrows=0, **options).columns)
+        header = pd.read_csv(path, nrows=1, header=None, dtype=str, **options)
+    except Exception as error:  # pandas raises many types for a file that is no CSV
+        raise UserError(f"cannot read {path} as CSV: {first_line(error)}") from None
+    written = header.iloc[0].tolist() if len(header) else []
+    for name in chosen:
+        if written.count(name) > 1:
+            raise UserError(
+                f"{path}: {written.count(name)} columns are named {quoted(name)}; rename all but one (or set download.text_column)"
+            )
+    return names
+
+
+def _csv_batches(path: Path, chosen: list[str]) -> Iterator[pa.Table]:
+    """A CSV file, every column read as text exactly as written: `007` stays `007`, not the integer 7."""
+    import datasets
+
+    columns = _csv_columns(path, chosen)
+    features = datasets.Features({name: datasets.Value("string") for name in columns})
+    return _datasets_batches(str(path), "csv", "train", data_files=str(path), features=features, **CSV_OPTIONS)
 
 
 def file_batches(path: Path, text_column: str, source_field: str | None = None) -> Iterator[pa.Table]:
@@ -348,7 +418,7 @@ def file_batches(path: Path, text_column: str, source_field: str | None = None) 
     if ending == ".txt":
         return text_batches(path)
     if ending == ".csv":
-        return _datasets_batches(str(path), "csv", "train", data_files=str(path), **CSV_OPTIONS)
+        return _csv_batches(path, [text_column, source_field] if source_field else [text_column])
     raise UserError(f"cannot read {path}: use one of {', '.join(DATA_FORMATS)}")
 
 
@@ -454,8 +524,15 @@ def load_batches(
             raise UserError(f"'{source.name}' is a single split, 'train'; set download.split to train")
         return _batched(builtin_documents()), f"sotu=={importlib.metadata.version('sotu')}"
     if source.kind == "local":
+        pinned = pin_local(source.name)
         files = local_files(source, split, data_files, options.get("name"), options.get("data_dir")).files
-        return (table for path in files for table in file_batches(path, text_column)), "local: hashed in dvc.lock"
+
+        def unchanged() -> Iterator[pa.Table]:
+            for path in files:
+                yield from file_batches(path, text_column)
+            require_unchanged(pinned)  # as a remote file's etag is checked: dvc.lock must pin what was read
+
+        return unchanged(), "local: hashed in dvc.lock"
     if source.kind == "remote":
         return remote_batches(source.name, split, text_column)
     chosen = describe_options(options)
