@@ -41,7 +41,8 @@ def commit(repo, message):
 def reproduced_base(repo):
     """The clone with dvc.lock reproduced for the code under test and committed (the fixture's may be stale)."""
     run(["dvc", "repro"], cwd=repo)
-    commit(repo, "dvc.lock for this code")
+    run(["git", "add", "-A"], cwd=repo)
+    run(["git", "commit", "-qm", "dvc.lock for this code", "--allow-empty"], cwd=repo)
 
 
 def cached_outputs(repo) -> list[str]:
