@@ -1,14 +1,18 @@
 """Stage mix: the recipe's plan, whole blocks per corpus per mixture epoch, from the weights.
 
-    python -m stages.mix --params mixture --main data/grouped --corpora data/corpora \
-        --plan data/mix.json --metrics metrics/mix.json --plot plots/mix.csv
+    python -m stages.mix --params mixture --main data/grouped \
+        [--corpus NAME=data/corpora/NAME/grouped ...] --plan data/mix.json --metrics metrics/mix.json --plot plots/mix.csv
 
 The main corpus is `download`'s (named `main` in mixture.weights); every other
-corpus of params.yaml's `corpora` was grouped into CORPORA/NAME/grouped by its own
-stages. The plan (causal_lm_data.mixture.plan_mixture) is what the loader serves;
-the metrics and the plot show each corpus' target share, achieved share and passes,
-so `dvc metrics diff` shows what a weight change did. Reads only the folders'
-indexes, never their data.
+corpus of params.yaml's `corpora` was grouped into data/corpora/NAME/grouped by its
+own stages, and dvc.yaml's mix stage names that folder twice: in its command
+(`--corpus NAME=FOLDER`) and in its deps, so the plan depends on exactly the
+folders it reads (DVC cannot build a deps list from params). A recipe whose corpora
+are not exactly those given, or a folder read but not in deps, stops the stage in one
+line naming the line to add or remove. The plan (causal_lm_data.mixture.plan_mixture)
+is what the loader serves; the metrics and the plot show each corpus' target share,
+achieved share and passes, so `dvc metrics diff` shows what a weight change did.
+Reads only the folders' indexes, never their data.
 """
 
 import os
@@ -17,9 +21,70 @@ from pathlib import Path
 from causal_lm_data.build.command import arguments, run_stage
 from causal_lm_data.build.params import MAIN_CORPUS, load_params
 from causal_lm_data.build.writer import write_csv, write_json
-from causal_lm_data.errors import UserError
+from causal_lm_data.errors import UserError, quoted
 from causal_lm_data.format import read_provenance, read_schema, shards, split_folder
 from causal_lm_data.plan import plan_mixture
+
+DVC_FILE = "dvc.yaml"  # where DVC, running a stage in its folder, took the stage from
+
+
+def given_corpora(options: list[str]) -> dict[str, Path]:
+    """The corpora of the command line, `--corpus NAME=FOLDER` each, by name."""
+    folders: dict[str, Path] = {}
+    for option in options:
+        name, equals, folder = option.partition("=")
+        if not (equals and name and folder):
+            raise UserError(f"--corpus {quoted(option)} must be NAME=FOLDER, e.g. --corpus code=data/corpora/code/grouped")
+        if name in folders or name == MAIN_CORPUS:
+            raise UserError(f"--corpus names {quoted(name)} twice (main is --main); give each corpus once")
+        folders[name] = Path(folder)
+    return folders
+
+
+def check_recipe(given: dict[str, Path], recipe: list[str], stage: str) -> None:
+    """Refuse a recipe (params.yaml `corpora`) whose corpora are not exactly the ones `stage` was given."""
+    for name in recipe:
+        if name not in given:
+            folder = f"data/corpora/{name}/grouped"
+            raise UserError(
+                f"corpus '{name}' of params.yaml is not in the '{stage}' stage of {DVC_FILE}: "
+                f"add `--corpus {name}={folder}` to its cmd and `- {folder}` to its deps"
+            )
+    for name, folder in given.items():
+        if name not in recipe:
+            raise UserError(
+                f"the '{stage}' stage of {DVC_FILE} names corpus {quoted(name)}, which params.yaml's corpora lacks: "
+                f"remove `--corpus {name}={folder}` and `- {folder}` from it (or add the corpus to params.yaml)"
+            )
+
+
+def undeclared_folders(stage: str, folders: list[Path], dvc_file: Path) -> tuple[list[Path], list[str]]:
+    """The folders read that `stage` of `dvc_file` does not list in its deps, and the deps besides its code
+    (.py) that it does not read: each one makes `dvc status` wrong (a change missed, or a re-run for nothing)."""
+    import yaml
+
+    definition = yaml.safe_load(dvc_file.read_text())["stages"][stage]
+    deps = [Path(dep) for dep in definition.get("deps", [])]
+    missing = [folder for folder in folders if folder not in deps]
+    extra = [str(dep) for dep in deps if dep.suffix != ".py" and dep not in folders]
+    return missing, extra
+
+
+def check_deps(folders: list[Path]) -> None:
+    """Under `dvc repro`, refuse a mix stage whose deps are not exactly the folders it reads (with its code)."""
+    stage = os.environ.get("DVC_STAGE")
+    if not stage or not Path(DVC_FILE).is_file():
+        return  # run by hand: no stage definition to compare
+    missing, extra = undeclared_folders(stage, folders, Path(DVC_FILE))
+    if missing:
+        raise UserError(
+            f"the '{stage}' stage of {DVC_FILE} reads {missing[0]} but does not list it: add `- {missing[0]}` to its deps"
+        )
+    if extra:
+        raise UserError(
+            f"the '{stage}' stage of {DVC_FILE} lists {quoted(extra[0])} in its deps but reads no such folder: "
+            "remove it (a folder it depends on must be one it reads)"
+        )
 
 
 def corpus_facts(name: str, folder: Path) -> dict:
@@ -34,9 +99,12 @@ def corpus_facts(name: str, folder: Path) -> dict:
 
 
 def main() -> None:
-    args = arguments(__doc__, "main", "corpora", "plan", "metrics", "plot")
+    args = arguments(__doc__, "main", "plan", "metrics", "plot", repeated=("corpus",))
     params = load_params(args.params)
-    folders = {MAIN_CORPUS: Path(args.main)} | {name: Path(args.corpora, name, "grouped") for name in load_params("corpora")}
+    given = given_corpora(args.corpus)
+    check_recipe(given, list(load_params("corpora")), os.environ.get("DVC_STAGE", "mix"))
+    folders = {MAIN_CORPUS: Path(args.main)} | {name: given[name] for name in load_params("corpora")}
+    check_deps(list(folders.values()))
     facts = {name: corpus_facts(name, folder) for name, folder in folders.items()}
     for key in ("block_size", "tokenizer_sha256"):
         values = {name: fact[key] for name, fact in facts.items()}

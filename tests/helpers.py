@@ -350,3 +350,14 @@ def write_three_corpora(root: Path) -> Path:
         source["blocks_per_epoch"] = quota
     (root / "mix.json").write_text(json.dumps({"sources": sources}))
     return root / "mix.json"
+
+
+def add_to_mix(repo, *names) -> None:
+    """Name each corpus in the mix stage of repo's dvc.yaml, cmd and deps, as README.md tells a user to."""
+    path = Path(repo) / "dvc.yaml"
+    text = path.read_text()
+    cmd, deps = "--main data/grouped", "    deps:\n      - data/grouped\n"
+    for name in names:
+        folder = f"data/corpora/{name}/grouped"
+        text = text.replace(cmd, f"{cmd} --corpus {name}={folder}", 1).replace(deps, f"{deps}      - {folder}\n", 1)
+    path.write_text(text)

@@ -6,7 +6,7 @@ import numpy as np
 import yaml
 
 from causal_lm_data import make_dataloader
-from tests.helpers import run
+from tests.helpers import add_to_mix, run
 
 
 def ran(output: str) -> set[str]:
@@ -23,6 +23,7 @@ def test_a_two_corpus_recipe_plans_mixes_and_changes_a_weight_alone(repo, tmp_pa
     params["mixture"]["weights"] = {"main": 3, "speeches": 1}
     params["mixture"]["max_repetition"] = 10
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    add_to_mix(repo, "speeches")
 
     # Adding a corpus runs its own stages, the plan and the check: main's stages stay as they are.
     assert ran(run(["dvc", "repro"], cwd=repo).stdout) == {
@@ -61,6 +62,7 @@ def test_corpora_that_disagree_on_the_tokenizer_are_refused_in_one_line(repo, tm
     params["corpora"] = {"other": {**params["download"], "dataset": "local", "local_path": str(corpus)}}
     params["mixture"]["weights"] = {"main": 1, "other": 1}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    add_to_mix(repo, "other")
     run(["dvc", "repro", "corpus-group@other"], cwd=repo)
     provenance = repo / "data" / "corpora" / "other" / "grouped" / "provenance.json"
     recorded = json.loads(provenance.read_text())
@@ -108,6 +110,7 @@ def test_check_hashes_every_corpus_it_mixes(repo, tmp_path):
     params["corpora"] = {"notes": {"dataset": "local", "local_path": str(corpus)}}
     params["mixture"]["weights"] = {"main": 9, "notes": 1}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    add_to_mix(repo, "notes")
     run(["dvc", "repro"], cwd=repo)
     shard = sorted((repo / "data" / "corpora" / "notes" / "grouped").glob("*.arrow"))[0]
     content = bytearray(shard.read_bytes())

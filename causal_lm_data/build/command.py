@@ -34,16 +34,19 @@ def run_stage(main) -> None:
     run_command(main, explain)
 
 
-def arguments(description: str, *paths: str) -> argparse.Namespace:
+def arguments(description: str, *paths: str, repeated: tuple[str, ...] = ()) -> argparse.Namespace:
     """The command line every stage takes: --params SECTION, then its input and output paths as options.
 
     dvc.yaml writes every path on the command line, so one stage definition can
     serve several corpora (`foreach`), and no path is written in the Python.
+    `repeated` options may be given any number of times (a list, [] when absent).
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", required=True, help="the section of params.yaml this stage reads (dotted)")
     for path in paths:
         parser.add_argument(f"--{path}", required=True)
+    for name in repeated:
+        parser.add_argument(f"--{name}", action="append", default=[])
     return parser.parse_args()
 
 

@@ -1,8 +1,10 @@
 """Writing a stage's outputs: data folders in the format `causal_lm_data.format` describes, atomically.
 
 A stage writes into a temporary sibling of its output (`replacing`) that replaces
-the output only when everything, metrics included, was written; shards are
-written as Arrow IPC streams with their sha256 recorded in state.json.
+the output only when everything, metrics included, was written; the metrics and
+plots written meanwhile wait beside their final names and take them only once the
+output is in place, so a failed run changes none of them. Shards are written as
+Arrow IPC streams with their sha256 recorded in state.json.
 """
 
 import fcntl
@@ -10,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,8 +20,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from causal_lm_data.errors import UserError
+from causal_lm_data.errors import UserError, printable
 from causal_lm_data.format import file_hash, shard_name
+
+# The files (metrics, plots) that the `replacing` under way puts in place with its output:
+# (temporary, final) pairs, in the order written. None: no output is being replaced.
+_companions: list[tuple[Path, Path]] | None = None
 
 
 @contextmanager
@@ -26,21 +33,88 @@ def replacing(path) -> Iterator[Path]:
     """Yield a temporary sibling of `path` to write into; it replaces `path` only on success.
 
     A failed or killed stage therefore never leaves an output that looks complete.
-    A second run writing the same output at the same time is refused, not
-    interleaved: it would delete the first run's half-written folder.
+    Files written with write_json/write_csv outside that folder meanwhile (metrics,
+    plots) are put in place with it, after it: all of them or none, the old output
+    kept whole until the new one is in place. A second run writing the same output
+    at the same time is refused, not interleaved: it would delete the first run's
+    half-written folder.
     """
+    global _companions
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.partial")
+    temporary, aside = _sibling(path, "partial"), _sibling(path, "old")
+    _refuse_link(path)
     temporary.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(path.with_name(f".{path.name}.lock"), path), _naming(path):
         _remove(temporary)
+        _remove(aside)  # a previous run's old output it could not delete
+        _companions = []
         try:
             yield temporary
+            old = _swap_in([(temporary, path), *_companions])
         except BaseException:
-            _remove(temporary)
+            for written in [temporary, *(new for new, _ in _companions)]:
+                _remove(written)
             raise
-        _remove(path)
-        os.replace(temporary, path)
+        finally:
+            _companions = None
+    _discard(old)
+
+
+def _sibling(path: Path, kind: str) -> Path:
+    return path.with_name(f".{path.name}.{kind}")
+
+
+def _refuse_link(path: Path) -> None:
+    """Refuse an output that is a symbolic link: replacing it would write beside the link, not
+    where it points, and following it would write outside the repository unasked."""
+    if path.is_symlink():
+        raise UserError(
+            f"{path} is a symbolic link ({printable(os.readlink(path))}); a stage replaces its output folder whole: "
+            f"remove the link (rm {path}) and run again (to keep data on another disk, move DVC's cache: dvc cache dir)"
+        )
+
+
+def _swap_in(moves: list[tuple[Path, Path]]) -> list[Path]:
+    """Rename each new path onto its final one, the old one moved aside first; all or none.
+
+    Returns the old ones moved aside, for the caller to delete. On a failure (an old
+    output that cannot be moved: immutable, a mount point, a read-only folder) every
+    move already made is undone, so the old outputs stay whole where they were.
+    """
+    done: list[tuple[Path, Path, Path | None]] = []
+    try:
+        for new, final in moves:
+            aside = None
+            if final.exists() or final.is_symlink():
+                aside = _sibling(final, "old")
+                _remove(aside)
+                os.rename(final, aside)
+            done.append((new, final, aside))
+            os.rename(new, final)
+    except BaseException as error:
+        for new, final, aside in reversed(done):
+            if not new.exists() and (final.exists() or final.is_symlink()):
+                os.rename(final, new)
+            if aside is not None:
+                os.rename(aside, final)
+        if isinstance(error, OSError):
+            raise UserError(
+                f"{final}: cannot be replaced ({error.strerror or type(error).__name__}); it is kept as it was: "
+                "make it replaceable (not immutable, not a mount point, its folder writable) and run again"
+            ) from None
+        raise
+    return [aside for _, _, aside in done if aside is not None]
+
+
+def _discard(old: list[Path]) -> None:
+    """Delete the old outputs the new ones replaced; one that cannot be deleted is named, not fatal:
+    the new outputs are whole and in place, and the next run deletes it again."""
+    for path in old:
+        try:
+            _remove(path)
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            print(f"warning: could not delete the replaced output {path} ({reason}); delete it by hand", file=sys.stderr)
 
 
 @contextmanager
@@ -79,16 +153,30 @@ def _remove(path: Path) -> None:
 
 
 def _write_text(path, text: str) -> None:
+    """Write `path` atomically; while an output is being replaced, a file outside it (metrics,
+    plots) waits beside its final name until the output is in place (see `replacing`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
+    temporary = _sibling(path, "partial")
+    waits = _companions is not None and not _inside_partial(path)
+    if waits:
+        _refuse_link(path)
     try:
         with _naming(path):
             temporary.write_text(text)
-            os.replace(temporary, path)
+            if waits:
+                if (temporary, path) not in _companions:  # written twice: the last text wins
+                    _companions.append((temporary, path))
+            else:
+                os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def _inside_partial(path: Path) -> bool:
+    """Whether `path` lies in an output folder being written (a `.NAME.partial` folder)."""
+    return any(part.startswith(".") and part.endswith(".partial") for part in path.parent.parts)
 
 
 def write_json(path, values: dict) -> None:
