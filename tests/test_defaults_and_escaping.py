@@ -147,3 +147,116 @@ def test_the_default_path_is_the_current_directorys_data_grouped(built_repo, tmp
     path, blocks = result.stdout.split()
     assert path == str(tmp_path / "data" / "grouped")
     assert int(blocks) == len(make_dataloader(built_repo / "data" / "grouped").dataset)
+
+
+# One character of each category that must never print raw, and its escape.
+UNSAFE = {
+    "Cc": ["\x1b", "\x7f", "\x85", "\t", "\r"],
+    "Cf": ["\u061c", "\u2060", "\u2064", "\u200e", "\u200f", "\u202a", "\u202e", "\u2066", "\u2069", "\ufeff", "\u00ad"]
+    + ["\U000e0001", "\U000e0041", "\U000e007f"],  # tag characters: invisible text
+    "Zl": ["\u2028"],
+    "Zp": ["\u2029"],
+    "Co": ["\ue000", "\U000f0000", "\U0010fffd"],
+    "Cn": ["\u0378", "\U0010fffe", "\U000e0080"],
+}
+ORDINARY = "Ünïcödé, 日本語, العربية, עברית, हिन्दी, ελληνικά, 🙂🎉, a\u00a0non-breaking and an ideographic\u3000space"
+
+
+def escape(character: str) -> str:
+    return character.encode("unicode_escape").decode("ascii")
+
+
+def unsafe_characters():
+    return [(category, character) for category, characters in UNSAFE.items() for character in characters]
+
+
+@pytest.mark.parametrize(("category", "character"), unsafe_characters())
+def test_printable_escapes_every_unsafe_category(category, character):
+    import unicodedata
+
+    from causal_lm_data.errors import printable
+
+    assert unicodedata.category(character) == category
+    assert printable(f"before{character}after") == f"before{escape(character)}after"
+
+
+def test_printable_escapes_surrogates_and_keeps_ordinary_text():
+    from causal_lm_data.errors import printable
+
+    assert printable("lone \ud800 surrogate \udfff") == "lone \\ud800 surrogate \\udfff"  # Cs
+    assert printable(ORDINARY) == ORDINARY
+    assert printable("") == ""
+
+
+def inert(output: str) -> None:
+    """Nothing of an unsafe category in `output` but the newlines that end its lines."""
+    import unicodedata
+
+    found = {
+        char for char in output.replace("\n", "") if unicodedata.category(char) in {"Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn"}
+    }
+    assert found == set(), sorted(map(escape, found))
+
+
+def test_show_prints_every_unsafe_category_escaped_and_ordinary_text_as_it_is(tmp_path):
+    from causal_lm_data.show import TEXT
+    from tests.helpers import local, stage_in
+
+    documents = [f"{category} {escape(character)}: [{character}]" for category, character in unsafe_characters()]
+    documents += [ORDINARY, "two lines:\nthe second"]
+    corpus = tmp_path / "unsafe.jsonl"
+    corpus.write_text("".join(json.dumps({"text": text}, ensure_ascii=False) + "\n" for text in documents), encoding="utf-8")
+    work = tmp_path / "work"
+    work.mkdir()
+    assert stage_in(work, "download", **local(corpus)).returncode == 0
+    shown = run([sys.executable, "-m", "causal_lm_data", "show", "data/raw", "--first", str(len(documents))], cwd=work).stdout
+    inert(shown)
+    for category, character in unsafe_characters():
+        assert f"{TEXT}{category} {escape(character)}: [{escape(character)}]\n" in shown
+    assert f"{TEXT}{ORDINARY}\n" in shown  # letters of every script, emoji, spaces: unchanged
+    assert f"{TEXT}two lines:\n{TEXT}the second\n" in shown  # a newline stays a line break, in the gutter
+
+
+def test_a_download_error_quoting_a_bad_record_escapes_it(tmp_path):
+    """A record without the text field: the error lists its fields, which are data."""
+    from tests.helpers import local, stage_in
+
+    names = [f"field{character}" for _, character in unsafe_characters()[:9]]
+    corpus = tmp_path / "fields.jsonl"
+    corpus.write_text(json.dumps(dict.fromkeys(names, "x"), ensure_ascii=False) + "\n", encoding="utf-8")
+    result = stage_in(tmp_path, "download", **local(corpus))
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    inert(result.stderr)
+    assert ", ".join(f"field{escape(name[-1])}" for name in names) in result.stderr
+    assert "has no field 'text'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--random", "2", "--seed", "-1"], "argument --seed: expected a whole number >= 0, got '-1'"),
+        (["--seed", "\u00b2"], "argument --seed: expected a whole number >= 0, got '²'"),
+        (["--first", "\u00b2"], "argument --first: expected a whole number >= 1, got '²'"),
+        (["--random", "-3"], "argument --random: expected a whole number >= 1, got '-3'"),
+        (["--block", "\u0661"], "argument --block: expected a whole number (negative: from the end), got '١'"),
+    ],
+)
+def test_show_refuses_bad_numbers_in_one_usage_line(built_repo, arguments, message):
+    result = run([sys.executable, "-m", "causal_lm_data", "show", *arguments], cwd=built_repo, check=False)
+    assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].endswith(message)
+
+
+def test_show_takes_huge_counts_and_seeds_and_names_a_row_out_of_range_as_given(built_repo):
+    show = [sys.executable, "-m", "causal_lm_data", "show", "data/raw"]
+    many = run([*show, "--first", str(10**30)], cwd=built_repo, check=False)  # every row, not an overflow
+    assert many.returncode == 0 and many.stdout.count("\u27e6document ") == 25_488
+    huge_seed = run([*show, "--random", "1", "--seed", str(2**100)], cwd=built_repo)
+    assert huge_seed.stdout.startswith("\u27e6document ")
+    for block in ("-25489", str(10**30), "-" + str(10**30)):
+        result = run([*show, "--block", block], cwd=built_repo, check=False)
+        assert result.returncode == 1 and result.stdout == "", result.stderr
+        assert result.stderr == (
+            f"error: document {block} is out of range: data/raw has 25,488 (0 to 25,487); -1 is the last, -25,488 the first\n"
+        )
+    assert run([*show, "--block", "-25488"], cwd=built_repo).stdout.startswith("\u27e6document 0 of 25,488")
