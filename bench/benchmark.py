@@ -26,6 +26,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
+from ruamel.yaml import YAML
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -129,7 +130,8 @@ def clone(destination: Path, dataset: Path) -> Path:
 
 
 def set_param(repo: Path, dotted: str, value) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    # Read as DVC reads it (YAML 1.2): PyYAML would rewrite an octal-looking `seed: 042` as 34.
+    params = YAML(typ="safe").load((repo / "params.yaml").read_text())
     section, key = dotted.split(".")
     params[section][key] = value
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -36,10 +36,32 @@ def _plots(arguments: argparse.Namespace) -> None:
         print(path)
 
 
+def _whole_number(text: str, least: int) -> int:
+    """`text` as a whole number >= least, else the one-line usage error argparse prints.
+
+    Digits only, in ASCII: int() accepts Arabic-Indic digits but not '²', which
+    str.isdigit() lets through.
+    """
+    if not (text.isascii() and text.isdigit()) or int(text) < least:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {least}, got {text!r}")
+    return int(text)
+
+
 def _count(text: str) -> int:
     """A whole number >= 1 (how many rows to show)."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return _whole_number(text, 1)
+
+
+def _seed(text: str) -> int:
+    """A whole number >= 0: numpy's generators take no negative seed."""
+    return _whole_number(text, 0)
+
+
+def _row(text: str) -> int:
+    """A row index: a whole number, negative counting from the end."""
+    digits = text[1:] if text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected a whole number (negative: from the end), got {text!r}")
     return int(text)
 
 
@@ -58,9 +80,9 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("--split", default=None, help="train (default) or validation, when the folder holds splits")
     chosen = show.add_mutually_exclusive_group()
     chosen.add_argument("--first", type=_count, default=3, metavar="N", help="the first N rows (default 3)")
-    chosen.add_argument("--block", type=int, action="append", metavar="K", help="row K (repeatable; -1 is the last)")
+    chosen.add_argument("--block", type=_row, action="append", metavar="K", help="row K (repeatable; -1 is the last)")
     chosen.add_argument("--random", type=_count, metavar="N", help="N rows drawn at random (with --seed)")
-    show.add_argument("--seed", type=int, default=0, help="the seed of --random (default 0)")
+    show.add_argument("--seed", type=_seed, default=0, help="the seed of --random, a whole number >= 0 (default 0)")
     show.add_argument("--ids", action="store_true", help="also print each document piece's token ids")
     show.add_argument("--tokens", action="store_true", help="also print each document piece's tokens")
     show.add_argument(

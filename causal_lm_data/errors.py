@@ -1,13 +1,17 @@
 """User mistakes and environment failures are reported as one line and a non-zero exit, never a traceback."""
 
 import errno
-import re
 import sys
+import unicodedata
 
-# C0 and C1 control characters, DEL, and the Unicode controls that reorder or hide
-# text on a terminal (bidi overrides and isolates, zero-width joiners, line and
-# paragraph separators): data must never reach the terminal with these raw.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
+# The Unicode categories that must never reach a terminal raw from the data: controls (Cc:
+# C0, C1, DEL), format characters (Cf: bidi marks, embeddings, overrides and isolates,
+# U+061C, zero-width joiners, U+2060-U+2064, U+FEFF, the tag characters U+E0000-U+E007F),
+# line and paragraph separators (Zl, Zp), private use (Co), surrogates (Cs) and unassigned
+# code points (Cn, which a later Unicode may make any of these). Each reorders, hides,
+# breaks or fakes text on a terminal. Letters and marks of every script, symbols, emoji
+# and spaces (Zs) print as they are.
+UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn"})
 
 # What the user can do about an OSError the stage hit while reading or writing a path.
 _OS_FIXES = {
@@ -27,8 +31,19 @@ class UserError(ValueError):
 
 
 def printable(text: str) -> str:
-    """`text` with every control character escaped (\\n, \\x1b, \\u202e...), so it prints as one safe line."""
-    return _UNPRINTABLE.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+    """`text` with every character of UNSAFE_CATEGORIES escaped (\\n, \\x1b, \\u202e, \\U000e0041...), so it prints as one safe line.
+
+    Every message and every row of `show` that quotes the data goes through here.
+    """
+    if text.isprintable():  # the common case, in C: no character of those categories, nor a space but ' '
+        return text
+    return "".join(_escaped(character) for character in text)
+
+
+def _escaped(character: str) -> str:
+    if unicodedata.category(character) not in UNSAFE_CATEGORIES:  # a space such as U+00A0 (isprintable says no)
+        return character
+    return character.encode("unicode_escape", "backslashreplace").decode("ascii")
 
 
 def os_failure(error: OSError) -> UserError | None:

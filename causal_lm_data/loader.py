@@ -31,11 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
-from causal_lm_data.errors import UserError
+from causal_lm_data.errors import UserError, printable
 from causal_lm_data.format import Shard, map_blocks, mixed_shards, shards, split_folder, verify_shards
 
-# This repository's data/grouped, so training code run from any directory finds it.
-DEFAULT_PATH = Path(__file__).resolve().parents[1] / "data" / "grouped"
+# The main corpus' blocks and the recipe's plan, relative to the current directory: the
+# repository the training code runs in (never the package's location, which in an installed
+# package is site-packages). With no path given, the loader serves what the check stage
+# validated there (see default_data).
+DEFAULT_PATH = Path("data") / "grouped"
+PLAN_PATH = Path("data") / "mix.json"
 IGNORE_INDEX = -100  # the label PyTorch's cross-entropy and transformers' losses skip
 # How the loader's errors say to repair a folder: training code may not run dvc itself.
 REBUILD = "rebuild the folder (the group stage writes it: data/grouped)"
@@ -69,7 +73,8 @@ class BlockArrays:
 
     _refusal: UserError | None = None  # why a worker's copy cannot serve (see __setstate__)
 
-    def __init__(self, path=DEFAULT_PATH, verify: bool = False, position_ids: bool = False, split: str | None = None):
+    def __init__(self, path=None, verify: bool = False, position_ids: bool = False, split: str | None = None):
+        path = main_folder() if path is None else path
         self.path, self.position_ids = split_folder(path, split, "group", REBUILD), position_ids
         found = shards(self.path, "group", REBUILD)
         self.fingerprint = fingerprint(found)
@@ -369,9 +374,38 @@ def _classes(tensors: bool) -> dict[str, type]:
     return {"Blocks": BlockArrays, "BlockBatches": BlockOrder, "MixedBlocks": MixedArrays, "MixtureBatches": MixtureOrder}
 
 
+def main_folder() -> Path:
+    """The current directory's data/grouped; a one-line UserError saying how to get it if it is missing."""
+    here = Path.cwd()
+    if not (here / DEFAULT_PATH).exists():
+        raise UserError(
+            f"no {DEFAULT_PATH} in {printable(str(here))}: run `dvc repro` (or `dvc pull`) in the repository, "
+            "or pass the folder's path"
+        )
+    return here / DEFAULT_PATH
+
+
+def default_data(source: str | None = None) -> Path:
+    """What the loader serves with no path given: what the check stage validated in the current directory.
+
+    That is the recipe's plan (data/mix.json) when it mixes anything but the main
+    corpus alone (more corpora, or another corpus in its place), else data/grouped:
+    with the default params (no other corpus) the loader serves data/grouped as it
+    always did. Asking for one corpus of the recipe (`source`) needs the plan.
+    """
+    plan = Path.cwd() / PLAN_PATH
+    if source is not None or plan.is_file():
+        from causal_lm_data.mixture import read_plan  # mixture imports this module
+
+        folders = read_plan(plan)[1]  # a missing or broken plan: one line saying to build it
+        if source is not None or [folder.resolve() for folder in folders] != [(Path.cwd() / DEFAULT_PATH).resolve()]:
+            return plan
+    return main_folder()
+
+
 def _dataset_and_sampler(
     tensors: bool,
-    path=DEFAULT_PATH,
+    path=None,
     batch_size: int = 8,
     shuffle: bool | None = None,
     seed: int = 42,
@@ -388,6 +422,7 @@ def _dataset_and_sampler(
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     classes = _classes(tensors)
+    path = default_data(source) if path is None else path
     if Path(path).suffix == ".json":  # a recipe's plan
         from causal_lm_data.mixture import mixture_dataset_and_sampler, plan_folder
 
@@ -405,15 +440,13 @@ def _dataset_and_sampler(
     return blocks, classes["BlockBatches"](len(blocks), batch_size, shuffle, seed, rank, world_size, drop_last)
 
 
-def make_numpy_loader(
-    path=DEFAULT_PATH, batch_size: int = 8, shuffle: bool | None = None, seed: int = 42, **options
-) -> NumpyLoader:
+def make_numpy_loader(path=None, batch_size: int = 8, shuffle: bool | None = None, seed: int = 42, **options) -> NumpyLoader:
     """make_dataloader's batches (the same arguments, but no DataLoader ones) as numpy arrays, without importing torch."""
     return NumpyLoader(*_dataset_and_sampler(False, path, batch_size, shuffle, seed, **options))
 
 
 def make_dataloader(
-    path=DEFAULT_PATH,
+    path=None,
     batch_size: int = 8,
     shuffle: bool | None = None,
     seed: int = 42,
@@ -429,10 +462,13 @@ def make_dataloader(
 ):
     """A DataLoader (a BlockLoader) of {"input_ids", "labels"} int64 batches of shape (batch_size, block_size).
 
-    path: a folder written by the group stage (by default this repository's
-        data/grouped), or a recipe's plan (the mix stage's data/mix.json): its
-        corpora mixed by weight, every global batch holding each corpus' share to
-        within one block (causal_lm_data.mixture). source: one corpus of a plan alone.
+    path: a folder written by the group stage, or a recipe's plan (the mix stage's
+        data/mix.json): its corpora mixed by weight, every global batch holding each
+        corpus' share to within one block (causal_lm_data.mixture). source: one
+        corpus of a plan alone.
+        By default (None), what the check stage validated in the repository of the
+        current directory (`default_data`): its data/mix.json when the recipe mixes
+        more than the main corpus, else its data/grouped (the default params).
         return_source: with a plan, add `source`, each block's corpus (its position
         in the plan), to log the loss per corpus.
 
@@ -457,30 +493,42 @@ def make_dataloader(
     return dataloader(dataset, sampler, **dataloader_kwargs)
 
 
-def from_params(path=DEFAULT_PATH, params_file=None, **options):
+def from_params(path=None, params_file=None, **options):
     """make_dataloader with the `loader` section of params.yaml (batch_size, shuffle, seed): the settings the check stage validated.
 
-    `params_file` defaults to the params.yaml beside the `data/` folder that holds
-    `path` (this repository's, for the default path); `options` override it and
+    `path` defaults to what make_dataloader serves by default (the recipe's plan or
+    data/grouped of the current directory's repository). `params_file` defaults to
+    the params.yaml of the nearest folder above `path`; `options` override it and
     pass on to make_dataloader (split, rank, world_size, num_workers...).
+    params.yaml is read as DVC reads it (ruamel.yaml, YAML 1.2: `seed: 042` is 42),
+    and checked as the stages check it.
     """
-    import yaml  # PyYAML: read here only, so the loader itself needs no YAML parser
-
-    path = Path(path)
+    path = default_data(options.get("source")) if path is None else Path(path)
     if params_file is None:
         params_file = next(
             (parent / "params.yaml" for parent in path.resolve().parents if (parent / "params.yaml").is_file()), None
         )
         if params_file is None:
-            raise ValueError(f"no params.yaml above {path}; give params_file=")
-    try:
-        section = yaml.safe_load(Path(params_file).read_text(encoding="utf-8"))["loader"]
-        settings = {key: section[key] for key in ("batch_size", "shuffle", "seed")}
-    except (OSError, yaml.YAMLError, LookupError, TypeError) as error:
-        raise ValueError(
-            f"{params_file} has no readable loader section ({error.__class__.__name__}); give the settings instead"
-        ) from None
+            raise UserError(f"no params.yaml above {printable(str(path))}; give params_file=")
+    section = loader_params(Path(params_file))
+    settings = {key: section[key] for key in ("batch_size", "shuffle", "seed")}
     return make_dataloader(path, **(settings | options))
+
+
+def loader_params(params_file: Path) -> dict:
+    """The validated `loader` section of `params_file`, parsed as DVC parses it (YAML 1.2, not PyYAML's 1.1)."""
+    from causal_lm_data.build.params import load_params  # the stages' reader: numpy-free, imports ruamel.yaml to read
+
+    try:
+        import ruamel.yaml  # noqa: F401 (only to fail here in one line: a loader-only install has no YAML parser)
+    except ImportError:
+        raise UserError(
+            "from_params reads params.yaml with ruamel.yaml, the YAML parser DVC uses, which is not installed: "
+            "pip install ruamel.yaml, or give batch_size, shuffle and seed to make_dataloader"
+        ) from None
+    if not params_file.is_file():
+        raise UserError(f"{printable(str(params_file))} is not a file; give the repository's params.yaml as params_file=")
+    return load_params("loader", params_file)
 
 
 def __dir__() -> list[str]:

@@ -1,7 +1,7 @@
 """`causal-lm-data show`: a few rows of a data folder decoded back to text, document boundaries marked.
 
 A row is a block of data/grouped, a document of data/tokenized, or a document of
-data/raw. Everything printed from the data is escaped (stages.errors.printable),
+data/raw. Everything printed from the data is escaped (causal_lm_data.errors.printable),
 so no document can move the cursor, retitle the terminal or reorder the line; a
 newline inside a document is shown as a line break, and every line of a document
 starts with the gutter TEXT, so a document can never print a line that looks like
@@ -112,6 +112,8 @@ def choose_rows(count: int, first: int | None, blocks: list[int] | None, random:
     if blocks:
         return [block + count if block < 0 else block for block in blocks]  # -1: the last row
     if random is not None:
+        if seed < 0:  # numpy's generators take none
+            raise UserError(f"seed {seed} is negative: give --seed a whole number >= 0")
         drawn = np.random.default_rng(seed).choice(count, size=min(random, count), replace=False)
         return sorted(int(row) for row in drawn)
     return list(range(min(first, count)))
@@ -238,6 +240,12 @@ def show(folder, split=None, first=3, blocks=None, random=None, seed=0, tokenize
         decoder = Decoder(tokenizer) if tokenizer else Decoder(*default_tokenizer(folder))
     if not len(data):
         raise UserError(f"{data.path} holds no {'blocks' if data.kind == 'blocks' else 'documents'}: nothing to show")
+    for block in blocks or []:  # as given, before -1 becomes the last: -12 of 10 rows is not row -2
+        if not -len(data) <= block < len(data):
+            unit = "block" if data.kind == "blocks" else "document"
+            raise UserError(
+                f"{unit} {block} is out of range: {data.path} has {len(data):,} (0 to {len(data) - 1:,}); -1 is the last, -{len(data):,} the first"
+            )
     rows = choose_rows(len(data), first, blocks, random, seed)
     for index in rows:
         data.check_index(index)  # an index out of range fails before anything is printed

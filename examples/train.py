@@ -2,10 +2,12 @@
 
     python examples/train.py --steps 200
 
-The loader follows params.yaml's `loader` section (`from_params`), as the check stage
-validated it. The model is GPT-2's architecture at toy width (2 layers of 64), so a
-few hundred steps run on a CPU; its loss starts near ln(vocabulary) = 10.8 for
-GPT-2's 50,257 ids and falls as it learns the corpus' token statistics.
+The loader serves what the check stage validated, with params.yaml's `loader` section
+(`from_params`): by default the recipe's plan (data/mix.json) when params.yaml mixes
+more than the main corpus, else data/grouped (run it from the repository's root).
+The model is GPT-2's architecture at toy width (2 layers of 64), so a few hundred
+steps run on a CPU; its loss starts near ln(vocabulary) = 10.8 for GPT-2's 50,257
+ids and falls as it learns the corpus' token statistics.
 """
 
 import argparse
@@ -18,7 +20,11 @@ from causal_lm_data import from_params, load_tokenizer
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="data/grouped", help="a grouped folder or a mixture plan (data/mix.json)")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="a grouped folder or a mixture plan (default: data/mix.json when the recipe mixes corpora, else data/grouped)",
+    )
     parser.add_argument("--tokenizer", default="distilgpt2", help="the tokenize.tokenizer the data was built with")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--lr", type=float, default=3e-3)

@@ -53,10 +53,10 @@ def arguments(description: str, *paths: str, repeated: tuple[str, ...] = ()) -> 
 def stage_command(dvc_yaml, stage: str, params_file) -> list[str]:
     """The command of `stage` as `dvc_yaml` writes it, with its ${params} filled from `params_file`: how
     tests and benchmarks run one stage exactly as `dvc repro` does."""
-    import yaml
+    from ruamel.yaml import YAML  # as DVC parses both files (YAML 1.2): PyYAML's 1.1 reads `block_size: 010` as 8
 
-    command = yaml.safe_load(Path(dvc_yaml).read_text())["stages"][stage]["cmd"]
-    params = yaml.safe_load(Path(params_file).read_text()) if Path(params_file).exists() else {}
+    command = YAML(typ="safe").load(Path(dvc_yaml).read_text())["stages"][stage]["cmd"]
+    params = YAML(typ="safe").load(Path(params_file).read_text()) if Path(params_file).exists() else {}
     words = []
     for word in shlex.split(command):
         if word.startswith("${") and word.endswith("}"):
