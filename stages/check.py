@@ -57,7 +57,6 @@ def main() -> None:
     params = load_params(args.params)
     block_size = int(args.block_size)
     splits = split_names(args.input, "group")  # first: a bad dataset_dict.json is reported naming the dvc command
-    check_batch_size(params["batch_size"], args.plan)  # before any shard is read
     loader = make_numpy_loader(args.input, params["batch_size"], params["shuffle"], params["seed"])
     batch = next(iter(loader))
     check_batch(batch, params["batch_size"], block_size)
@@ -71,6 +70,7 @@ def main() -> None:
     # The recipe: one batch of the mixture, each block from the corpus the plan says.
     # verify: every shard hashed once per build (training processes skip it): the recipe's
     # loader hashes every corpus it mixes, so the main folder alone only when it is left out.
+    check_batch_size(params["batch_size"], args.plan)  # before the mixture's shards are hashed
     mixture = make_numpy_loader(
         args.plan, params["batch_size"], params["shuffle"], params["seed"], return_source=True, verify=True
     )
