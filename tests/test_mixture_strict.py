@@ -325,3 +325,13 @@ def test_a_batch_larger_than_the_mixture_epoch_is_one_line_in_the_check_stage(tm
     one_line_failure(result, "loader.batch_size 16", "10 blocks of one mixture epoch", "lower loader.batch_size to at most 10")
     with pytest.raises(UserError, match="lower batch_size to at most 10"):
         make_numpy_loader(work / "data" / "mix.json", batch_size=16)
+
+
+# 6. A corpus name DVC cannot address (corpus-download@a@b) is refused by the corpus-name rule on our paths.
+
+
+@pytest.mark.parametrize("name", ["a@b", "a.b", "-a", "a/b"])
+def test_the_mix_stage_refuses_a_corpus_name_dvc_cannot_address(tmp_path, name):
+    work = workdir(tmp_path, {"main": 20})
+    result = stage_in(work, "mix", **{f"corpora__{name}": WEB}, mixture__weights={"main": 1, name: 1})
+    one_line_failure(result, f"corpus name {name!r} must be letters, digits, '-' or '_'")
