@@ -17,14 +17,17 @@ does not load torch).
 """
 
 import json
+import math
+import os
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
-from causal_lm_data.errors import UserError, first_line
+from causal_lm_data.errors import UserError, first_line, printable, quoted
+from causal_lm_data.format import FolderError
 from causal_lm_data.loader import BlockArrays, Permutation
-from causal_lm_data.plan import Plan, Schedule, apportion, source_key
+from causal_lm_data.plan import CORPUS_NAME, MAX_EPOCH_BLOCKS, Plan, Schedule, apportion, source_key, weight_problem
 
 # The torch side (causal_lm_data.torch_loader), importable from here as it always was (this
 # module defined the first four, and imported the loader's others).
@@ -71,9 +74,10 @@ class MixtureOrder:
         self.global_batch = batch_size * world_size
         batches = plan.epoch_blocks // self.global_batch
         if batches == 0:
-            raise ValueError(
+            raise UserError(
                 f"a mixture epoch of {plan.epoch_blocks:,} blocks is less than one global batch of {self.global_batch:,} "
-                "(batch_size x world_size); lower the batch size"
+                f"(batch_size {batch_size} x world_size {world_size}); lower batch_size to at most "
+                f"{max(1, plan.epoch_blocks // world_size):,} or raise mixture.epoch_blocks"
             )
         # Whole global batches: the few blocks a partial last batch would hold are apportioned away.
         self.quotas = apportion(batches * self.global_batch, plan.quotas)
@@ -312,23 +316,146 @@ class MixedArrays:
             source.check_unchanged()
 
 
+# A plan's keys (data/mix.json, written by the mix stage): required ones, and ones it writes for people
+# (metrics) that are checked when present. Plans written by hand for tests hold only the required ones.
+PLAN_KEYS = {"sources"}
+PLAN_OPTIONAL = {"left_out", "epoch_blocks", "block_size", "tokenizer_sha256"}
+SOURCE_KEYS = {"name", "folder", "blocks", "blocks_per_epoch"}
+SOURCE_OPTIONAL = {"weight", "target_share", "share", "passes"}
+INT64_MAX = (1 << 63) - 1
+
+
 def read_plan(path) -> tuple[Plan, list[Path]]:
-    """The plan a mix stage wrote (JSON), and its sources' grouped folders (relative to the plan's folder)."""
+    """The plan a mix stage wrote (JSON), and its sources' grouped folders (relative to the plan's folder).
+
+    A plan may be edited by hand or come from elsewhere, so it is checked as strictly
+    as a data folder's state.json before anything is opened: its keys, every field's
+    type and range, the quotas' sum, corpus names by the corpus-name rule, and folders
+    that are relative paths inside the plan's repository (see `plan_folders`). Any
+    problem is one FolderError naming the file and the stage that writes it (mix).
+    """
     path = Path(path)
     try:
         recipe = json.loads(path.read_text(encoding="utf-8"))
-        sources = recipe["sources"]
-        plan = Plan(
-            tuple(str(s["name"]) for s in sources),
-            tuple(int(s["blocks"]) for s in sources),
-            tuple(int(s["blocks_per_epoch"]) for s in sources),
-        )
-        folders = [path.parent / s["folder"] for s in sources]
     except FileNotFoundError:
-        raise UserError(f"no mixture plan at {path}; build it with the mix stage") from None
-    except (OSError, ValueError, LookupError, TypeError) as error:
-        raise UserError(f"{path} is not a mixture plan ({first_line(error)}); rebuild it with the mix stage") from None
-    return plan, folders
+        raise FolderError(f"no mixture plan at {path}", "mix", missing=True) from None
+    except (OSError, ValueError) as error:
+        raise FolderError(f"{path} is not a mixture plan ({first_line(error)})", "mix") from None
+    try:
+        plan, folders = checked_plan(recipe)
+        return plan, plan_folders(path, folders)
+    except ValueError as error:
+        raise FolderError(f"{path} is not a valid mixture plan ({first_line(error)})", "mix") from None
+
+
+def _whole(value, low: int, high: int) -> bool:
+    """Whether `value` is an int (not a bool) in [low, high]."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _number(value, low: float, high: float) -> bool:
+    """Whether `value` is an int or float (not a bool) in [low, high] (NaN is not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+
+
+def _check_keys(found: dict, required: set, optional: set, where: str) -> None:
+    unknown = sorted(map(str, set(found) - required - optional))
+    if unknown:
+        raise ValueError(f"{where} has unknown key {quoted(unknown[0])}; known: {', '.join(sorted(required | optional))}")
+    missing = sorted(required - set(found))
+    if missing:
+        raise ValueError(f"{where} lacks {', '.join(missing)}")
+
+
+def _check_source(number: int, source) -> None:
+    """One entry of a plan's `sources`: its keys, and each field's type and range."""
+    if not isinstance(source, dict):
+        raise ValueError(f"sources[{number}] is {quoted(source)}, not a {{name, folder, blocks, blocks_per_epoch}} entry")
+    _check_keys(source, SOURCE_KEYS, SOURCE_OPTIONAL, f"sources[{number}]")
+    name = source["name"]
+    if not (isinstance(name, str) and CORPUS_NAME.fullmatch(name)):
+        raise ValueError(f"sources[{number}] names corpus {quoted(name)}, not a corpus name (letters, digits, '-' or '_')")
+    if not _whole(source["blocks"], 1, INT64_MAX):
+        raise ValueError(f"corpus {name!r} has blocks {quoted(source['blocks'])}, not a whole number >= 1")
+    if not _whole(source["blocks_per_epoch"], 0, MAX_EPOCH_BLOCKS):
+        raise ValueError(
+            f"corpus {name!r} has blocks_per_epoch {quoted(source['blocks_per_epoch'])}, not a whole number "
+            f"from 0 to {MAX_EPOCH_BLOCKS:,}"
+        )
+    if "weight" in source and (weight_problem(source["weight"]) or not source["weight"] > 0):
+        raise ValueError(f"corpus {name!r} has weight {quoted(source['weight'])}, not a number > 0")
+    for key, high in (("target_share", 1), ("share", 1), ("passes", float("inf"))):
+        if key in source and not (_number(source[key], 0, high) and math.isfinite(source[key])):
+            raise ValueError(f"corpus {name!r} has {key} {quoted(source[key])}, not a number from 0 to {high}")
+
+
+def checked_plan(recipe) -> tuple[Plan, list]:
+    """The Plan a parsed plan file describes, and its sources' folders as written; ValueError naming the first problem."""
+    if not isinstance(recipe, dict):
+        raise ValueError(f"it holds {type(recipe).__name__}, not an object with 'sources'")
+    _check_keys(recipe, PLAN_KEYS, PLAN_OPTIONAL, "the plan")
+    sources = recipe["sources"]
+    if not isinstance(sources, list) or not sources:
+        raise ValueError("'sources' must be a non-empty list of corpora")
+    for number, source in enumerate(sources):
+        _check_source(number, source)
+    names = [source["name"] for source in sources]
+    twice = next((name for position, name in enumerate(names) if name in names[:position]), None)
+    if twice is not None:
+        raise ValueError(f"corpus {twice!r} is listed twice")
+    quotas = [source["blocks_per_epoch"] for source in sources]
+    if not 1 <= sum(quotas) <= MAX_EPOCH_BLOCKS:
+        raise ValueError(f"its blocks_per_epoch add up to {sum(quotas):,}, not 1 to {MAX_EPOCH_BLOCKS:,}")
+    if "epoch_blocks" in recipe and recipe["epoch_blocks"] != sum(quotas):
+        raise ValueError(f"epoch_blocks is {quoted(recipe['epoch_blocks'])}, but its blocks_per_epoch add up to {sum(quotas):,}")
+    left_out = recipe.get("left_out", [])
+    if not isinstance(left_out, list) or not all(isinstance(n, str) and CORPUS_NAME.fullmatch(n) for n in left_out):
+        raise ValueError(f"left_out is {quoted(left_out)}, not a list of corpus names")
+    mixed = next((n for n in left_out if n in names), None)
+    if mixed is not None:
+        raise ValueError(f"corpus {mixed!r} is both mixed and left out")
+    if "block_size" in recipe and not _whole(recipe["block_size"], 1, INT64_MAX):
+        raise ValueError(f"block_size is {quoted(recipe['block_size'])}, not a whole number >= 1")
+    if "tokenizer_sha256" in recipe and not isinstance(recipe["tokenizer_sha256"], (str, type(None))):
+        raise ValueError(f"tokenizer_sha256 is {quoted(recipe['tokenizer_sha256'])}, not a string")
+    plan = Plan(tuple(names), tuple(source["blocks"] for source in sources), tuple(quotas))
+    return plan, [source["folder"] for source in sources]
+
+
+def plan_repository(folder: Path) -> Path:
+    """The repository a plan in `folder` belongs to: the nearest folder above holding .dvc, .git or dvc.yaml; else `folder`."""
+    folder = Path(os.path.abspath(folder))
+    marks = (".dvc", ".git", "dvc.yaml")
+    return next((parent for parent in (folder, *folder.parents) if any((parent / m).exists() for m in marks)), folder)
+
+
+def plan_folders(path: Path, written: list) -> list[Path]:
+    """The folders a plan at `path` names (each relative to the plan's folder), refused unless inside its repository.
+
+    A folder is a relative path without backslashes or control characters, that
+    stays inside the plan's repository both as written (`..` counted) and once its
+    symlinks are followed: a plan from elsewhere never makes the loader read outside.
+    """
+    home = path.parent
+    root = plan_repository(home)
+    inside = Path(os.path.abspath(home)).relative_to(root)
+    folders = []
+    for folder in written:
+        if not isinstance(folder, str) or not folder or any(c in folder for c in "\\\0") or printable(folder) != folder:
+            raise ValueError(f"folder {quoted(folder)} is not a relative path written with '/'")
+        if PurePosixPath(folder).is_absolute() or PureWindowsPath(folder).drive:
+            raise ValueError(f"folder {quoted(folder)} is absolute; a plan names folders relative to itself")
+        within = os.path.normpath(inside / folder)
+        if within == ".." or within.startswith(".." + os.sep) or os.path.isabs(within):
+            raise ValueError(f"folder {quoted(folder)} leads outside the plan's repository {root}")
+        resolved = (home / folder).resolve()
+        if not resolved.is_relative_to(root.resolve()):
+            raise ValueError(f"folder {quoted(folder)} is a symlink to {quoted(str(resolved))}, outside the plan's repository")
+        folders.append(home / folder)
+    twice = next((folder for position, folder in enumerate(folders) if folder in folders[:position]), None)
+    if twice is not None:
+        raise ValueError(f"folder {quoted(str(twice))} holds two corpora")
+    return folders
 
 
 def mixture_dataset_and_sampler(
@@ -353,13 +480,16 @@ def mixture_dataset_and_sampler(
     per corpus; make_dataloader(plan, source=NAME) serves one corpus alone.
     """
     plan, folders = read_plan(plan_path)
-    if split not in (None, "train") or len(plan.names) == 1:
-        # Held-out blocks, in order; or a recipe of one corpus, served exactly as its folder is.
+    if split not in (None, "train"):
+        # Held-out blocks, in order.
         shuffle = split in (None, "train") if shuffle is None else shuffle
         blocks = classes["MixedBlocks"](
             folders, verify=verify, position_ids=position_ids, return_source=return_source, split=split
         )
         return blocks, classes["BlockBatches"](len(blocks), batch_size, shuffle, seed, rank, world_size)
+    # The training split is the plan's, whatever its corpora: a recipe of one corpus too serves its
+    # blocks_per_epoch (mixture.epoch_blocks), and its state is a mixture's, so a weight change that
+    # adds a corpus or leaves one out resumes in a new phase (MixtureOrder.load_state).
     blocks = classes["MixedBlocks"](folders, verify=verify, position_ids=position_ids, return_source=return_source)
     found = [len(source) for source in blocks.sources]
     if tuple(found) != plan.blocks:

@@ -11,7 +11,9 @@ with it without loading the loader (causal_lm_data.mixture serves the plan).
 """
 
 import hashlib
+import itertools
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -21,6 +23,56 @@ import numpy as np
 from causal_lm_data.errors import UserError
 
 GOLDEN = (math.sqrt(5) - 1) / 2  # 0.618...: the stride that spreads a source's extra blocks most evenly
+
+# The corpus-name rule, as causal_lm_data.build.params applies it to params.yaml (the read side
+# imports nothing of the write side; tests/test_mixture_strict.py checks the two agree). A name
+# names folders and DVC stages (corpus-download@NAME): DVC splits a stage name at its '@'.
+CORPUS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+# The most blocks one mixture epoch may hold: 2^48 (36 P tokens of 128-token blocks), far
+# beyond any corpus, so that a stream position (epochs x blocks) stays an int64 for 2^15
+# epochs and every count the loader holds in numpy is exact. A typo past it fails in one line.
+MAX_EPOCH_BLOCKS = 1 << 48
+# Schedules of fewer batches than this compute b x stride in int64 (< batches^2 < 2^63).
+_INT64_BATCHES = math.isqrt((1 << 63) - 1)
+
+
+def weight_problem(weight) -> str | None:
+    """Why `weight` is no mixture weight (None: it is one): a number >= 0, finite, not a bool.
+
+    Integers of any size are exact (Fraction), so they are never converted to a float.
+    """
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        return f"must be a number >= 0, got {weight!r} ({type(weight).__name__})"
+    if isinstance(weight, float) and not math.isfinite(weight):
+        return f"must be a finite number >= 0, got {weight!r}"
+    if weight < 0:
+        return f"must be a number >= 0, got {weight!r}"
+    return None
+
+
+def check_mixture_params(weights, max_repetition, epoch_blocks) -> None:
+    """Refuse, in one line naming the param, what the mixture params alone make impossible: before any folder is read."""
+    if not isinstance(weights, Mapping):
+        raise UserError(f"mixture.weights must map corpus names to weights, got {weights!r}")
+    for name, weight in weights.items():
+        problem = weight_problem(weight)
+        if problem:
+            raise UserError(f"mixture.weights.{name} {problem}")
+    if isinstance(max_repetition, bool) or not isinstance(max_repetition, (int, float)) or not max_repetition >= 1:
+        raise UserError(f"mixture.max_repetition must be a number >= 1, got {max_repetition!r}")
+    if isinstance(epoch_blocks, bool) or not isinstance(epoch_blocks, int) or not 0 <= epoch_blocks <= MAX_EPOCH_BLOCKS:
+        raise UserError(
+            f"mixture.epoch_blocks must be a whole number from 0 to {MAX_EPOCH_BLOCKS:,} (2^48), got {epoch_blocks!r}; "
+            "0 makes an epoch as large as the weighted corpora together"
+        )
+
+
+def target_shares(weights: Sequence) -> list[float]:
+    """Each weight's exact share of their sum, as the nearest float: exact for weights whose float sum overflows (1e308)."""
+    exact = [Fraction(weight) for weight in weights]
+    whole = sum(exact)
+    return [float(weight / whole) for weight in exact]
 
 
 def apportion(total: int, weights: Sequence) -> list[int]:
@@ -71,12 +123,10 @@ def plan_mixture(
     that names no source, or a source drawn more than `max_repetition` times per
     epoch is a UserError.
     """
+    check_mixture_params(weights, max_repetition, epoch_blocks)
     unknown = sorted(set(weights) - set(blocks))
     if unknown:
         raise UserError(f"mixture.weights names {', '.join(unknown)}, which no corpus defines; known: {', '.join(blocks)}")
-    for name, weight in weights.items():
-        if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0 and math.isfinite(weight)):
-            raise UserError(f"mixture.weights.{name} must be a number >= 0, got {weight!r}")
     unweighted = sorted(set(blocks) - set(weights))
     if unweighted:
         raise UserError(f"corpora {', '.join(unweighted)} have no weight; set mixture.weights.<corpus> (0 leaves one out)")
@@ -90,6 +140,11 @@ def plan_mixture(
                 f"corpus '{name}' has no blocks but weight {weights[name]}; set mixture.weights.{name} to 0 or give it data"
             )
     total = epoch_blocks or sum(blocks[name] for name in names)
+    if total > MAX_EPOCH_BLOCKS:
+        raise UserError(
+            f"the weighted corpora hold {total:,} blocks, more than a mixture epoch may ({MAX_EPOCH_BLOCKS:,}); "
+            "set mixture.epoch_blocks to at most that"
+        )
     quotas = apportion(total, [weights[name] for name in names])
     for name, quota in zip(names, quotas):
         if quota > max_repetition * blocks[name]:
@@ -141,24 +196,40 @@ class Schedule:
     """
 
     def __init__(self, quotas: Sequence[int], batch: int):
+        quotas = [int(quota) for quota in quotas]  # Python ints: every product below is exact
         epoch = sum(quotas)
         if epoch % batch:
             raise ValueError(f"{epoch} blocks are not whole batches of {batch}")
+        if not 0 < epoch <= MAX_EPOCH_BLOCKS or min(quotas) < 0:
+            raise ValueError(f"an epoch holds 1 to {MAX_EPOCH_BLOCKS:,} blocks and no quota is negative, got {quotas}")
         self.batches, self.batch = epoch // batch, batch
-        self.quotas = np.asarray(quotas, dtype=np.int64)
-        self.base = self.quotas // self.batches  # blocks of each source in every batch
-        extras = self.quotas - self.base * self.batches  # batches holding one more block of it
+        base = [quota // self.batches for quota in quotas]  # blocks of each source in every batch
+        extras = [quota - whole * self.batches for quota, whole in zip(quotas, base)]  # batches holding one more
         self.stride = _coprime_stride(self.batches)
         # Source i's extras are the points [first[i], first[i] + extras[i]) of the line; as offsets
         # t of [0, batches), that is [low, high) and, when it wraps past a multiple of batches, [0, wrap).
-        first = np.cumsum(extras) - extras
-        self.low = first % self.batches
-        self.high = np.minimum(self.low + extras, self.batches)
-        self.wrap = np.maximum(self.low + extras - self.batches, 0)
+        first = [0, *itertools.accumulate(extras)][:-1]
+        low = [start % self.batches for start in first]
+        high = [min(start + extra, self.batches) for start, extra in zip(low, extras)]
+        wrap = [max(start + extra - self.batches, 0) for start, extra in zip(low, extras)]
+        # Every value is at most the epoch's blocks (< 2^63), so these int64 arrays hold them exactly.
+        self.quotas, self.base = np.asarray(quotas, dtype=np.int64), np.asarray(base, dtype=np.int64)
+        self.low, self.high, self.wrap = (np.asarray(values, dtype=np.int64) for values in (low, high, wrap))
+
+    def offsets(self, first: int, last: int) -> np.ndarray:
+        """t_b = b * stride mod batches for the batches [first, last), exactly.
+
+        b * stride is below batches^2, an int64 while batches < 3.04e9; past that the
+        product is taken in Python ints (such an epoch has billions of batches, so its
+        few thousand per chunk cost little next to reading them).
+        """
+        if self.batches <= _INT64_BATCHES:
+            return np.arange(first, last, dtype=np.int64) * self.stride % self.batches
+        return np.array([b * self.stride % self.batches for b in range(first, last)], dtype=np.int64)
 
     def counts(self, first: int, last: int) -> np.ndarray:
         """Blocks of each source in batches [first, last) of the epoch: a (last - first, sources) array."""
-        offsets = (np.arange(first, last, dtype=np.int64) * self.stride % self.batches)[:, None]
+        offsets = self.offsets(first, last)[:, None]
         extra = ((offsets >= self.low) & (offsets < self.high)) | (offsets < self.wrap)
         return self.base + extra
 

@@ -42,6 +42,16 @@ def check_batch(batch: dict, batch_size: int, block_size: int) -> None:
         raise UserError("labels differ from input_ids; causal-LM labels must be a copy of input_ids")
 
 
+def check_batch_size(batch_size: int, plan_path) -> None:
+    """Refuse a loader.batch_size larger than one mixture epoch in one line: the loader serves whole batches of it."""
+    epoch_blocks = read_plan(plan_path)[0].epoch_blocks
+    if batch_size > epoch_blocks:
+        raise UserError(
+            f"loader.batch_size {batch_size:,} is more than the {epoch_blocks:,} blocks of one mixture epoch ({plan_path}); "
+            f"lower loader.batch_size to at most {epoch_blocks:,} or raise mixture.epoch_blocks"
+        )
+
+
 def main() -> None:
     args = arguments(__doc__, "block-size", "input", "plan", "metrics")
     params = load_params(args.params)
@@ -60,6 +70,7 @@ def main() -> None:
     # The recipe: one batch of the mixture, each block from the corpus the plan says.
     # verify: every shard hashed once per build (training processes skip it): the recipe's
     # loader hashes every corpus it mixes, so the main folder alone only when it is left out.
+    check_batch_size(params["batch_size"], args.plan)  # before the mixture's shards are hashed
     mixture = make_numpy_loader(
         args.plan, params["batch_size"], params["shuffle"], params["seed"], return_source=True, verify=True
     )

@@ -23,7 +23,7 @@ from causal_lm_data.build.params import MAIN_CORPUS, load_params
 from causal_lm_data.build.writer import write_csv, write_json
 from causal_lm_data.errors import UserError, quoted
 from causal_lm_data.format import read_provenance, read_schema, shards, split_folder
-from causal_lm_data.plan import plan_mixture
+from causal_lm_data.plan import check_mixture_params, plan_mixture, target_shares
 
 DVC_FILE = "dvc.yaml"  # where DVC, running a stage in its folder, took the stage from
 
@@ -101,6 +101,8 @@ def corpus_facts(name: str, folder: Path) -> dict:
 def main() -> None:
     args = arguments(__doc__, "main", "plan", "metrics", "plot", repeated=("corpus",))
     params = load_params(args.params)
+    # What the params alone refuse (a weight of 1e400, epoch_blocks past 2^48) fails before any folder is read.
+    check_mixture_params(params["weights"], params["max_repetition"], params["epoch_blocks"])
     given = given_corpora(args.corpus)
     check_recipe(given, list(load_params("corpora")), os.environ.get("DVC_STAGE", "mix"))
     folders = {MAIN_CORPUS: Path(args.main)} | {name: given[name] for name in load_params("corpora")}
@@ -121,7 +123,8 @@ def main() -> None:
         params["epoch_blocks"],
     )
     weights = {name: params["weights"][name] for name in plan.names}
-    total_weight = sum(weights.values())
+    # Exact shares: a float sum of weights such as 1e308 overflows to inf and every share to 0.
+    targets = dict(zip(plan.names, target_shares(weights.values())))
     sources = [
         {
             "name": name,
@@ -129,7 +132,7 @@ def main() -> None:
             "weight": weights[name],
             "blocks": blocks,
             "blocks_per_epoch": quota,
-            "target_share": round(weights[name] / total_weight, 6),
+            "target_share": round(targets[name], 6),
             "share": round(quota / plan.epoch_blocks, 6),
             "passes": round(passes, 6),
         }

@@ -7,6 +7,7 @@ batches, a mixture plan, one corpus of it, and ranks given or read from a gloo g
 """
 
 import json
+import shutil
 import sys
 
 import numpy as np
@@ -79,7 +80,12 @@ def test_a_mixture_plan_its_validation_and_one_corpus(plan):
 
 
 def test_a_mixture_of_validation_splits(split_folder, tmp_path):
-    sources = [{"name": name, "folder": str(split_folder), "blocks": 0, "blocks_per_epoch": 0} for name in ("a", "b")]
+    # A plan names folders inside its own repository, one corpus each (causal_lm_data.mixture.read_plan).
+    blocks = len(make_numpy_loader(split_folder, batch_size=1))
+    sources = []
+    for name in ("a", "b"):
+        shutil.copytree(split_folder, tmp_path / name)
+        sources.append({"name": name, "folder": name, "blocks": blocks, "blocks_per_epoch": blocks})
     (tmp_path / "mix.json").write_text(json.dumps({"sources": sources}))
     assert_same_batches(tmp_path / "mix.json", batch_size=8, split="validation", return_source=True)
 

@@ -213,16 +213,18 @@ def test_the_mixture_loader_resumes_exactly_with_workers(three_corpora, workers)
     assert seen == expected
 
 
-def test_a_recipe_of_one_corpus_serves_exactly_the_folders_batches(built_repo):
+def test_a_recipe_of_one_corpus_serves_its_plan_in_whole_batches(built_repo):
+    """One corpus is served as a mixture of one: its plan's blocks per epoch in whole batches, each block at most once,
+    and a mixture's state (so a weight change that adds a corpus resumes in a new phase: tests/test_mixture_strict.py)."""
     from causal_lm_data import make_dataloader
 
     plan = built_repo / "data" / "mix.json"
-    by_plan = [batch["input_ids"] for batch in make_dataloader(plan, batch_size=8, seed=3)]
-    by_folder = [batch["input_ids"] for batch in make_dataloader(built_repo / "data" / "grouped", batch_size=8, seed=3)]
-    assert len(by_plan) == len(by_folder) == 2264
-    assert all((a == b).all() for a, b in zip(by_plan, by_folder))
-    sources = next(iter(make_dataloader(plan, batch_size=8, return_source=True)))["source"]
-    assert sources.tolist() == [0] * 8
+    loader = make_dataloader(plan, batch_size=8, seed=3, return_source=True)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 18_111 // 8
+    assert all(batch["input_ids"].shape == (8, 128) for batch in batches)
+    assert {s for batch in batches for s in batch["source"].tolist()} == {0}
+    assert "offsets" in loader.state_dict()
 
 
 def test_validation_serves_every_corpus_in_order_or_one_alone(tmp_path):
