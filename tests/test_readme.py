@@ -254,3 +254,29 @@ def test_every_param_the_readme_sets_exists_and_its_value_is_valid():
         if changes and "local" in " ".join(changes):  # local paths of the examples need not exist here
             continue
         validate(params)
+
+
+def stage_options() -> dict[str, set[str]]:
+    """Each stage command's options, as dvc.yaml's commands pass them (main and `foreach` stages alike)."""
+    options: dict[str, set[str]] = {}
+    for stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].values():
+        command = stage.get("do", stage)["cmd"]
+        module = re.search(r"-m stages\.(\w+)", command).group(1)
+        options.setdefault(module, set()).update(re.findall(r"(--[\w-]+)", command))
+    return options
+
+
+@pytest.mark.parametrize(("module", "options"), sorted(stage_options().items()))
+def test_every_stage_help_explains_each_argument(module, options):
+    """`python -m stages.X --help`: a short usage with a sentence or two of description, and a help text beside each
+    option dvc.yaml passes; no `${...}` of dvc.yaml's templating, no implementation notes."""
+    result = run([sys.executable, "-m", f"stages.{module}", "--help"], cwd=REPO)
+    text = result.stdout
+    assert "${" not in text and text.startswith(f"usage: python -m stages.{module} ")
+    described = {}
+    for match in re.finditer(r"^  (--[\w-]+) [A-Z]+ *(.*(?:\n {10,}\S.*)*)", text, re.M):
+        described[match.group(1)] = " ".join(match.group(2).split())
+    assert set(described) == options, f"--help lists {sorted(described)}, dvc.yaml passes {sorted(options)}"
+    assert all(len(words) > 20 for words in described.values()), described
+    description = text.split("\n\n")[1]
+    assert description.startswith(f"Stage {module}:") and len(description.splitlines()) <= 5, description
