@@ -62,7 +62,9 @@ def arguments(description: str, *paths: str) -> argparse.Namespace:
     (what the stage does); the rest is notes for the code's readers.
     """
     summary = description.strip().split("\n\n")[0]
-    prog = f"python -m stages.{Path(sys.argv[0]).stem}"  # how dvc.yaml runs it, not the file's path
+    # How dvc.yaml runs it (`python -m stages.tokenize`), not the file's path that argparse would show.
+    main = getattr(sys.modules.get("__main__"), "__spec__", None)
+    prog = f"python -m {main.name}" if main and main.name.startswith("stages.") else None
     parser = argparse.ArgumentParser(prog=prog, description=" ".join(summary.split()), epilog=EPILOG)
     for name in ("params", *paths):
         # An option without help is a mistake in the code (a KeyError here): its --help would not explain it.
