@@ -1,4 +1,7 @@
-"""Stage check: Lab1's sanity check, one batch from the loader has the promised shape.
+"""Stage check: build the training loader from the grouped folder (or the mixture plan) with params.yaml's
+`loader` settings and check that its first batch is input_ids and labels, int64, (batch_size, block_size).
+
+As dvc.yaml runs it:
 
     python -m stages.check --params loader --block-size ${group.block_size} --input data/grouped \
         --plan data/mix.json --metrics metrics/check.json

@@ -1,4 +1,7 @@
-"""Stage download: load the corpus that params name and keep only its text, in the raw folder.
+"""Stage download: read the corpus that params.yaml names (the built-in one, a Hub dataset, or local or
+remote files) and write its text, one document per row, to the raw folder.
+
+As dvc.yaml runs it:
 
     python -m stages.download --params download --output data/raw --metrics metrics/download.json
 

@@ -1,4 +1,7 @@
-"""Stage group: concatenate the documents' tokens and cut them into fixed-length blocks.
+"""Stage group: concatenate the tokenized documents in order and cut them into blocks of exactly
+group.block_size tokens (only the final remainder is dropped), in the grouped folder.
+
+As dvc.yaml runs it:
 
     python -m stages.group --params group --input data/tokenized --output data/grouped \
         --metrics metrics/group.json --tokens-plot plots/group_tokens.csv

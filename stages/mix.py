@@ -1,4 +1,7 @@
-"""Stage mix: the recipe's plan, whole blocks per corpus per mixture epoch, from the weights.
+"""Stage mix: turn mixture.weights into the recipe's plan, whole blocks per corpus per mixture epoch, which the
+loader serves.
+
+As dvc.yaml runs it:
 
     python -m stages.mix --params mixture --main data/grouped \
         [--corpus NAME=data/corpora/NAME/grouped ...] --plan data/mix.json --metrics metrics/mix.json --plot plots/mix.csv

@@ -1,4 +1,7 @@
-"""Stage tokenize: every document of the raw folder to token ids, in the tokenized folder.
+"""Stage tokenize: encode every document of the raw folder into token ids with the tokenizer params.yaml
+names, in the tokenized folder.
+
+As dvc.yaml runs it:
 
     python -m stages.tokenize --params tokenize --input data/raw --output data/tokenized \
         --metrics metrics/tokenize.json --lengths-plot plots/document_lengths.csv --tokens-plot plots/tokenize_tokens.csv

@@ -3,6 +3,7 @@
 import argparse
 import os
 import shlex
+import sys
 from pathlib import Path
 
 from causal_lm_data.errors import run_command
@@ -34,19 +35,43 @@ def run_stage(main) -> None:
     run_command(main, explain)
 
 
+# What each option of a stage's command line is, for its --help: dvc.yaml writes every one of them.
+ARGUMENT_HELP = {
+    "params": "the section of params.yaml this stage reads, dotted (dvc.yaml names it: tokenize, corpora.NAME, ...)",
+    "input": "the folder this stage reads: the previous stage's output",
+    "output": "the folder this stage writes, replaced whole once the stage succeeds",
+    "metrics": "the JSON file of this stage's counts (dvc metrics show / diff)",
+    "lengths-plot": "the CSV of document lengths in tokens, before and after truncation (dvc plots)",
+    "tokens-plot": "the CSV of the tokens this step kept and dropped (dvc plots)",
+    "plot": "the CSV of each corpus' target and achieved share (dvc plots)",
+    "block-size": "the block size in tokens the group stage cut (group.block_size): every batch's width",
+    "plan": "the mixture plan, data/mix.json: the mix stage writes it, the check stage reads it",
+    "main": "the main corpus' grouped folder (the download, tokenize and group stages' corpus)",
+    "corpus": "another corpus of the recipe and its grouped folder, as NAME=FOLDER (once per corpus; none by default)",
+}
+METAVARS = {"params": "SECTION", "block-size": "TOKENS"}  # every other option is a path
+EPILOG = "dvc repro runs it with the arguments dvc.yaml writes; run it by hand from the repository root the same way."
+
+
 def arguments(description: str, *paths: str, repeated: tuple[str, ...] = ()) -> argparse.Namespace:
     """The command line every stage takes: --params SECTION, then its input and output paths as options.
 
     dvc.yaml writes every path on the command line, so one stage definition can
     serve several corpora (`foreach`), and no path is written in the Python.
-    `repeated` options may be given any number of times (a list, [] when absent).
+    `description` is the stage's module docstring: --help shows its first paragraph
+    (what the stage does); the rest is notes for the code's readers. `repeated` options
+    may be given any number of times (a list, [] when absent).
     """
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--params", required=True, help="the section of params.yaml this stage reads (dotted)")
-    for path in paths:
-        parser.add_argument(f"--{path}", required=True)
+    summary = description.strip().split("\n\n")[0]
+    # How dvc.yaml runs it (`python -m stages.tokenize`), not the file's path that argparse would show.
+    main = getattr(sys.modules.get("__main__"), "__spec__", None)
+    prog = f"python -m {main.name}" if main and main.name.startswith("stages.") else None
+    parser = argparse.ArgumentParser(prog=prog, description=" ".join(summary.split()), epilog=EPILOG)
+    for name in ("params", *paths):
+        # An option without help is a mistake in the code (a KeyError here): its --help would not explain it.
+        parser.add_argument(f"--{name}", required=True, metavar=METAVARS.get(name, "PATH"), help=ARGUMENT_HELP[name])
     for name in repeated:
-        parser.add_argument(f"--{name}", action="append", default=[])
+        parser.add_argument(f"--{name}", action="append", default=[], metavar="NAME=PATH", help=ARGUMENT_HELP[name])
     return parser.parse_args()
 
 
