@@ -88,6 +88,8 @@ def simplify(text: str) -> str:
     """datatrove's simplify_text with its defaults: lower case, numbers to 0, punctuation to spaces, one space, no diacritics."""
     text = NUMBERS.sub("0", text.lower()).translate(PUNCTUATION_SPACES)
     text = WHITESPACE.sub(" ", text.strip())
+    if text.isascii():  # no combining marks to strip, and NFD leaves ASCII as it is
+        return text
     return "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn").strip()
 
 
