@@ -170,15 +170,18 @@ CUT_BEFORE = b" \n\t\r"
 
 
 def bounded_text(text: str, limit: int) -> str:
-    """`text` if its UTF-8 fits `limit` bytes, else its longest prefix that does and ends before a
-    whitespace character (a pre-tokenizer boundary for GPT-2-like regexes), or, with no whitespace
-    in it, ends at a character boundary. Reads only the first `limit` + 1 characters, so a cut
+    """`text` if its UTF-8 fits `limit` bytes, else its longest prefix that does and ends where a run
+    of whitespace starts (a word or a punctuation run ends there, so GPT-2-like pre-tokenizer regexes
+    split there too and no pre-token spans the cut), or, with no such place, ends at a character
+    boundary. Reads only the first `limit` + 1 characters, so a cut
     costs the same for a 1 KB and a 1 GB document, and it depends only on the text and `limit`."""
     window = text[: limit + 1].encode("utf-8", "surrogatepass")  # a character is at least one byte
     if len(window) <= limit and len(text) <= limit:
         return text
     head = window[: limit + 1]  # cutting before byte `limit` keeps `limit` bytes
     cut = max(map(head.rfind, CUT_BEFORE))
+    while cut > 0 and head[cut - 1] in CUT_BEFORE:  # at the start of a run of whitespace, never inside it
+        cut -= 1
     if cut <= 0:  # no whitespace after the first byte: cut at the last character boundary
         cut = limit
         while cut > 0 and head[cut] & 0xC0 == 0x80:  # a continuation byte: inside a character
