@@ -271,3 +271,63 @@ def test_read_entry_reads_only_a_bounded_regular_file(tmp_path):
     assert read_entry(entry) is None
     assert read_entry(tmp_path / "absent.json") is None
     assert proof.path is not None and not proof.stored()
+
+
+# --- a missing local_path, named ---
+
+
+@pytest.mark.parametrize(
+    "stage, changes, param",
+    [
+        (
+            "download",
+            {"download__local_path": "/nope"},
+            "download.local_path",
+        ),  # the built-in corpus: not read, still a dependency
+        ("download", {"download__dataset": "local", "download__local_path": "/nope"}, "download.local_path"),
+        ("download", {"download__dataset": "imdb", "download__local_path": "missing/folder"}, "download.local_path"),
+        ("tokenize", {"tokenize__local_path": "/nope"}, "tokenize.local_path"),  # the built-in tokenizer
+        ("tokenize", {"tokenize__tokenizer": "local", "tokenize__local_path": "/nope"}, "tokenize.local_path"),
+    ],
+)
+def test_a_missing_local_path_is_one_line_naming_its_param_whatever_the_input(tmp_path, stage, changes, param):
+    """dvc.yaml lists local_path as a dependency of download and tokenize whatever the input is, so a missing
+    one fails DVC before the stage runs: the stage run alone says so before any work, naming the param."""
+    if stage == "tokenize":
+        assert stage_in(tmp_path, "download").returncode == 0
+    result = stage_in(tmp_path, stage, **changes)
+    assert result.returncode == 1 and result.stdout == "", result.stdout + result.stderr
+    [line] = result.stderr.splitlines()
+    path = changes[param.replace(".", "__")]
+    key = param.replace("local_path", "dataset" if stage == "download" else "tokenizer")
+    assert line == (
+        f"error: no such file or folder: {path} ({param}, a dependency in dvc.yaml whatever {key} is): "
+        f"set {param} to an existing file or folder, or back to inputs"
+    )
+    assert not (tmp_path / "data" / ("raw" if stage == "download" else "tokenized")).exists()
+
+
+def test_a_corpus_local_path_names_the_corpus_and_a_control_character_is_escaped(tmp_path):
+    from causal_lm_data.build.inputs import resolve_input
+    from causal_lm_data.errors import UserError
+
+    params = {"dataset": "local", "local_path": str(tmp_path / "typo\x1b[2J.parquet"), "revision": "main"}
+    with pytest.raises(UserError) as raised:
+        resolve_input("corpora.code", "dataset", params, builtins=[])
+    assert "(corpora.code.local_path, a dependency in dvc.yaml whatever corpora.code.dataset is)" in str(raised.value)
+    assert "typo\\x1b[2J.parquet" in str(raised.value) and "\x1b" not in str(raised.value)
+    params["local_path"] = str(tmp_path)  # an existing one, and a URL (DVC records its etag), still pass
+    assert resolve_input("corpora.code", "dataset", params, builtins=[]).kind == "local"
+    params["local_path"] = "s3://bucket/missing.parquet"
+    assert resolve_input("corpora.code", "dataset", params, builtins=[], urls=True).kind == "remote"
+
+
+def test_dvc_fails_on_a_missing_local_path_before_the_stage_and_force_shows_the_stage_line(repo_clone):
+    """What DVC 3 says itself (it hashes the dependency for its run cache before running the command) cannot
+    name the param; `dvc repro --force --single-item download` skips that lookup, so the stage says it."""
+    result = run(["dvc", "exp", "run", "-S", "download.local_path=/nope"], cwd=repo_clone, check=False, timeout=TIMEOUT)
+    assert result.returncode != 0
+    assert "ERROR: failed to reproduce 'download': [Errno 2] No such file or directory: '/nope'" in result.stderr
+    forced = run(["dvc", "repro", "--force", "--single-item", "download"], cwd=repo_clone, check=False, timeout=TIMEOUT)
+    assert forced.returncode != 0
+    assert "error: no such file or folder: /nope (download.local_path, a dependency in dvc.yaml" in forced.stdout + forced.stderr
