@@ -17,6 +17,7 @@ import itertools
 import json
 import os
 import platform
+import stat
 import tempfile
 import unicodedata
 from pathlib import Path
@@ -153,6 +154,53 @@ PROBE = [
     "don't I'LL we'Ve  it's",
     "a" * 3000,
 ]
+
+
+# The proof's sample of real documents is bounded, whatever the documents' sizes: the reference
+# engine keeps ~200 bytes per token it returns (one 1 MB text: ~150 MB and ~1 s here; a 10 MB
+# document: 1.45 GiB), and a byte-level BPE may return a token per UTF-8 byte. At most
+# SAMPLE_DOCUMENTS documents, each cut to SAMPLE_DOCUMENT_BYTES and all to SAMPLE_BYTES of UTF-8:
+# ~200 MB and a few seconds at worst. The defaults keep the built-in corpus' first 1,000
+# documents whole (568 KB, the longest 1,908 characters), so its proof is the one made before.
+SAMPLE_DOCUMENTS = 1000
+SAMPLE_DOCUMENT_BYTES = 16 << 10
+SAMPLE_BYTES = 1 << 20
+# Cut before one of these: ASCII whitespace bytes never occur inside a multi-byte UTF-8 character.
+CUT_BEFORE = b" \n\t\r"
+
+
+def bounded_text(text: str, limit: int) -> str:
+    """`text` if its UTF-8 fits `limit` bytes, else its longest prefix that does and ends where a run
+    of whitespace starts (a word or a punctuation run ends there, so GPT-2-like pre-tokenizer regexes
+    split there too and no pre-token spans the cut), or, with no such place, ends at a character
+    boundary. Reads only the first `limit` + 1 characters, so a cut
+    costs the same for a 1 KB and a 1 GB document, and it depends only on the text and `limit`."""
+    window = text[: limit + 1].encode("utf-8", "surrogatepass")  # a character is at least one byte
+    if len(window) <= limit and len(text) <= limit:
+        return text
+    head = window[: limit + 1]  # cutting before byte `limit` keeps `limit` bytes
+    cut = max(map(head.rfind, CUT_BEFORE))
+    while cut > 0 and head[cut - 1] in CUT_BEFORE:  # at the start of a run of whitespace, never inside it
+        cut -= 1
+    if cut <= 0:  # no whitespace after the first byte: cut at the last character boundary
+        cut = limit
+        while cut > 0 and head[cut] & 0xC0 == 0x80:  # a continuation byte: inside a character
+            cut -= 1
+    return head[:cut].decode("utf-8", "surrogatepass")
+
+
+def bounded_sample(
+    texts, documents: int = SAMPLE_DOCUMENTS, document_bytes: int = SAMPLE_DOCUMENT_BYTES, total_bytes: int = SAMPLE_BYTES
+) -> list[str]:
+    """The proof's sample: the first `documents` texts, each cut by bounded_text to `document_bytes`
+    and to what is left of `total_bytes`; both engines are compared on exactly these texts."""
+    sample, left = [], total_bytes
+    for text in itertools.islice(texts, documents):
+        if left <= 0:
+            break
+        sample.append(bounded_text(text, min(document_bytes, left)))
+        left -= len(sample[-1].encode("utf-8", "surrogatepass"))
+    return sample
 
 
 # The tokenizer.json components the fast engine is proven exact on here, with the option
@@ -310,7 +358,7 @@ class Encoder:
     Rust engine, ~10x faster here) is used when every component of the tokenizer's
     `tokenizer.json` is one proven exact here (PROVEN_COMPONENTS), and it gives identical
     ids on PROBE, on a probe built from the tokenizer's own added tokens, and on `sample`
-    (real documents); otherwise the encoder falls back to the reference and `fallback` says
+    (real documents, cut to a bounded prefix each and in all: bounded_sample); otherwise the encoder falls back to the reference and `fallback` says
     why. A tokenizer that encodes one text two ways (BPE dropout) is refused. A built-in
     tokenizer's proof is kept (Proof) and reused while its key holds: `proof_reused` is
     then the file it came from.
@@ -334,7 +382,7 @@ class Encoder:
             return
         tokenizer_json = backend.to_str()
         fast_json = _fast_json(tokenizer_json, settings)
-        checks = [PROBE + added_token_probe(settings["added_tokens"]), list(sample)]
+        checks = [PROBE + added_token_probe(settings["added_tokens"]), bounded_sample(sample)]
         # Only a bare tokenizers.Tokenizer's ids are decided by its tokenizer.json alone: a transformers
         # tokenizer's also depend on its class and its config (split_special_tokens, ...).
         proof = Proof(fast_json, tokenizer_json, checks) if isinstance(tokenizer, BuiltinTokenizer) else None
@@ -431,8 +479,9 @@ class Proof:
     built from and the reference's (sha256), how each engine is called, fastokens' settings
     from the environment, the installed builds of fastokens, tokenizers and transformers,
     the processor, and the check texts (PROBE, the added-token probe and the corpus sample,
-    hashed). An entry that cannot be read or does not hold exactly this key is not trusted:
-    the proof runs again and rewrites it. A cache that cannot be written only means no reuse.
+    hashed). An entry that cannot be read (read_entry: only a regular file of at most
+    PROOF_ENTRY_BYTES, never through a symlink, never waiting) or does not hold exactly this
+    key is not trusted: the proof runs again and rewrites it. A cache that cannot be written only means no reuse.
     """
 
     def __init__(self, fast_json: str, reference_json: str, checks: list[list[str]]):
@@ -456,9 +505,10 @@ class Proof:
         """Whether this proof was made before (never, when NO_PROOF_CACHE is set)."""
         if _reuse_off() or self.path is None:
             return False
+        data = read_entry(self.path)
         try:
-            stored = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):  # absent, unreadable, not UTF-8 or not JSON: prove again
+            stored = json.loads(data.decode("utf-8")) if data is not None else None
+        except ValueError:  # not UTF-8 or not JSON: prove again
             return False
         return isinstance(stored, dict) and stored.get("key") == self.key and stored.get("fast_engine_exact") is True
 
@@ -478,6 +528,37 @@ class Proof:
         except OSError:  # a read-only or full cache: the next run proves again
             if temporary is not None:
                 Path(temporary).unlink(missing_ok=True)
+
+
+# A real entry is ~1 KB (its key and one flag); anything larger is not one, and is not read.
+PROOF_ENTRY_BYTES = 64 << 10
+
+
+def read_entry(path: Path) -> bytes | None:
+    """The bytes of a proof entry, or None when it is absent, unreadable or not a regular file of at
+    most PROOF_ENTRY_BYTES: a FIFO would block an open or a read forever, a symlink may lead
+    anywhere (/dev/zero: endless bytes), a folder or a device is no entry. Opened without following
+    a final symlink and without blocking, then checked on the open file (fstat), so what is read is
+    what was checked; and never more than the cap is read, even from a file growing meanwhile.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        descriptor = os.open(path, flags)
+    except OSError:  # absent, unreadable, a symlink (ELOOP), a folder on its path that is not one
+        return None
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode) or status.st_size > PROOF_ENTRY_BYTES:
+            return None
+        chunks, size = [], 0
+        while size <= PROOF_ENTRY_BYTES and (chunk := os.read(descriptor, PROOF_ENTRY_BYTES + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks) if size <= PROOF_ENTRY_BYTES else None
+    except OSError:  # a read error (EIO, or EISDIR where open accepts a folder)
+        return None
+    finally:
+        os.close(descriptor)
 
 
 def proof_folder() -> Path | None:

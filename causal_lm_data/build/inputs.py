@@ -28,6 +28,8 @@ from causal_lm_data.errors import UserError, first_line, printable
 
 LOCAL = "local"
 DEFAULT_REVISION = "main"
+# local_path's default: a folder of the repository (tracked in git), so DVC always finds the dependency.
+DEFAULT_LOCAL_PATH = "inputs"
 # File endings that mark a value as a path, never a Hub id.
 PATH_SUFFIXES = {
     ".parquet",
@@ -75,12 +77,27 @@ def looks_like_path(value: str) -> bool:
     )
 
 
+def refuse_missing_local_path(section: str, key: str, value: str, local_path: str) -> None:
+    """A local_path that does not exist is refused, even when `key` names a built-in or Hub input:
+    dvc.yaml lists it as the stage's dependency, so DVC hashes it before running the stage and says
+    only `[Errno 2] No such file or directory`. The default, the repository's tracked inputs/, is
+    checked only when it is read (a stage run outside the repository, as tests do, needs no inputs/);
+    a URL is DVC's to check (it records its etag)."""
+    if is_url(local_path) or (value != LOCAL and local_path == DEFAULT_LOCAL_PATH) or Path(local_path).expanduser().exists():
+        return
+    raise UserError(
+        f"no such file or folder: {printable(local_path)} ({section}.local_path, a dependency in dvc.yaml whatever "
+        f"{section}.{key} is): set {section}.local_path to an existing file or folder, or back to {DEFAULT_LOCAL_PATH}"
+    )
+
+
 def resolve_input(section: str, key: str, params: dict, builtins, urls: bool = False) -> Input:
     """The input named by `params[key]` of params.yaml's `section`; UserError if it cannot be pinned.
 
     With `urls`, local_path may be a URL DVC tracks (a remote input).
     """
     value, local_path, revision = params[key], params["local_path"], params["revision"]
+    refuse_missing_local_path(section, key, value, local_path)
     if value == LOCAL:
         if revision != DEFAULT_REVISION:
             raise UserError(
@@ -94,10 +111,7 @@ def resolve_input(section: str, key: str, params: dict, builtins, urls: bool = F
                     f"copy it here and set {section}.local_path to that folder"
                 )
             return Input("remote", local_path, revision)
-        path = Path(local_path).expanduser()
-        if not path.exists():
-            raise UserError(f"no such file or folder: {local_path} ({section}.local_path)")
-        return Input("local", str(path), revision)
+        return Input("local", str(Path(local_path).expanduser()), revision)
     if is_url(value):
         if not urls:
             raise UserError(
