@@ -40,6 +40,7 @@ COMPRESSORS = {
     ".zst": lambda data: zstandard.ZstdCompressor(write_checksum=True).compress(data),
 }
 CUT_SHORT = "corrupt or truncated compressed data"
+AFTER_THE_LAST = "corrupt compressed data after its zstd frame 1 (from byte "
 
 
 def lines_of(count: int, tag: str = "document") -> list[str]:
@@ -181,16 +182,29 @@ def test_a_file_written_by_the_real_pzstd_is_read(tmp_path):
 @pytest.mark.parametrize(
     "after, message",
     [
-        (b"garbage after the frame\n", "are no zstd frame"),
-        (b"\x00", "are no zstd frame"),
+        (b"garbage after the frame\n", AFTER_THE_LAST),
+        (b"\x00", AFTER_THE_LAST),
         (b"\x28\xb5\x2f", CUT_SHORT),  # the start of a magic number: a frame cut short
-        (gzip.compress(b"more\n"), "are no zstd frame"),
+        (gzip.compress(b"more\n"), AFTER_THE_LAST),
         (skippable(b"payload")[:-3], CUT_SHORT),  # a skippable frame cut short
     ],
 )
 def test_bytes_after_the_last_zstd_frame_are_refused(tmp_path, after, message):
     (tmp_path / "corpus.txt.zst").write_bytes(zstandard.ZstdCompressor().compress(text_file(lines_of(100))) + after)
     assert message in refusal(tmp_path / "corpus.txt.zst")
+
+
+@pytest.mark.parametrize("ending", list(COMPRESSORS))
+def test_concatenated_streams_are_read_whole_and_bytes_after_the_last_refused_in_every_compression(tmp_path, ending):
+    compress, first, second = COMPRESSORS[ending], lines_of(1_000, "first"), lines_of(1_000, "second")
+    path = tmp_path / f"corpus.txt{ending}"
+    path.write_bytes(compress(text_file(first)) + compress(text_file(second)))
+    assert read_as_the_stage_does(path) == first + second
+    # BZ2File and LZMAFile stopped silently at bytes that start no stream; gzip refused them already.
+    for after in (b"garbage after the last stream\n", b"\x01\x02\x03\x04"):
+        path.write_bytes(compress(text_file(first)) + after)
+        message = refusal(path)
+        assert (AFTER_THE_LAST if ending == ".zst" else CUT_SHORT) in message, message
 
 
 # 3. Tiny, empty and cut-header files: one line naming the file, in every format.

@@ -37,6 +37,11 @@ import pyarrow as pa
 
 from causal_lm_data.errors import UserError
 
+try:  # the reader BZ2File and LZMAFile share: moved in Python 3.14
+    from compression._common._streams import DecompressReader
+except ImportError:
+    from _compression import DecompressReader
+
 BATCH_DOCUMENTS = 10_000
 COMPRESSION_ENDINGS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2", ".xz": "xz"}
 JSON_ENDINGS = {".json", ".jsonl", ".ndjson"}
@@ -92,10 +97,9 @@ def open_binary(path: Path) -> BinaryIO:
     compression = compression_of(path)
     if compression == "gzip":
         return gzip.open(path, "rb")
-    if compression == "bz2":
-        return bz2.open(path, "rb")
-    if compression == "xz":
-        return lzma.open(path, "rb")
+    if compression in ("bz2", "xz"):
+        decompressor = bz2.BZ2Decompressor if compression == "bz2" else lzma.LZMADecompressor
+        return io.BufferedReader(_WholeStreams(open(path, "rb"), decompressor), _READ_BYTES)
     if compression == "zstd":
         try:
             import zstandard
@@ -103,6 +107,24 @@ def open_binary(path: Path) -> BinaryIO:
             raise UserError(f"reading {path} needs the `zstandard` package: pip install -r requirements.txt") from None
         return io.BufferedReader(_ZstdFrames(path, zstandard), _READ_BYTES)
     return open(path, "rb", buffering=_READ_BYTES)
+
+
+class _WholeStreams(DecompressReader):
+    """Every stream of a bz2 or xz file, as BZ2File and LZMAFile read them, but bytes after the last are refused.
+
+    Those stop silently where the bytes after a stream start no stream (their
+    `trailing_error`); with none, the decompressor's own error stops the run. A
+    stream cut short raises EOFError, as there.
+    """
+
+    def __init__(self, file: BinaryIO, decompressor):
+        super().__init__(file, decompressor, trailing_error=())
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._fp.close()
 
 
 class _ZstdFrames(io.RawIOBase):
@@ -147,8 +169,8 @@ class _ZstdFrames(io.RawIOBase):
             except self._error:
                 if starts_frame and self._frames:  # the start of the file was checked: zstd or skippable magic
                     raise UserError(
-                        f"cannot read {self._path}: the bytes after its zstd frame {self._frames:,} (from byte "
-                        f"{self._file.tell() - len(compressed):,}) are no zstd frame; remove them or recompress the file"
+                        f"cannot read {self._path}: corrupt compressed data after its zstd frame {self._frames:,} (from "
+                        f"byte {self._file.tell() - len(compressed):,}, no frame starts); remove it or recompress the file"
                     ) from None
                 raise
             if self._frame.eof:  # the frame ended: what follows it starts the next one
