@@ -53,7 +53,8 @@ def main() -> None:
         parquet = all(format_of(path) == ".parquet" for path in local.files)
         rows = sum(rows for path in local.files for rows, _ in parquet_row_groups(path)) if parquet else None
     else:
-        batches, version = load_batches(source, params["split"], params["text_column"], **options)
+        source_field = keep[0] if keep else None  # as convert_files reads a local file: the field filtered on
+        batches, version = load_batches(source, params["split"], params["text_column"], source_field=source_field, **options)
         rows = None
     progress = Progress("download", total=rows)
 

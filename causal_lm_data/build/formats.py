@@ -5,7 +5,11 @@ BATCH_DOCUMENTS documents, so memory stays flat whatever the file's size.
 
 - Compression: gzip, zstd, bz2 or xz, told by the file's ending (`.gz`, `.zst`,
   `.zstd`, `.bz2`, `.xz`) and checked against its magic number; a file with a plain
-  ending whose first bytes are a compressed stream's is read decompressed too.
+  ending whose first bytes are a compressed stream's is read decompressed too. A
+  file is read whole or refused: one cut short (a zstd frame that does not end, a
+  gzip member without its trailer) or with bytes after its last frame stops the run
+  naming it. zstd files may hold many frames and skippable frames (pzstd writes one
+  before each frame); both are read.
 - JSON (`.jsonl`, `.ndjson`, `.json`): one record per line, parsed by Python's own
   `json` from strictly decoded UTF-8 (a byte-order mark at the start of the file is
   not text, as `utf-8-sig` reads it); a `.json` file whose first character is `[`
@@ -23,6 +27,7 @@ import gzip
 import io
 import json
 import lzma
+import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +36,11 @@ from typing import BinaryIO
 import pyarrow as pa
 
 from causal_lm_data.errors import UserError
+
+try:  # the reader BZ2File and LZMAFile share: moved in Python 3.14
+    from compression._common._streams import DecompressReader
+except ImportError:
+    from _compression import DecompressReader
 
 BATCH_DOCUMENTS = 10_000
 COMPRESSION_ENDINGS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2", ".xz": "xz"}
@@ -41,6 +51,15 @@ COMPRESSION_RATIO = 4
 _BOM = codecs.BOM_UTF8
 _JSON_WHITESPACE = " \t\r\n"
 _READ_BYTES = 1 << 20
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# zstd compresses a block of 128 KiB to as little as 4 bytes: feeding the decompressor
+# this much at a time bounds what one call returns (highly repetitive text included).
+_ZSTD_FEED_BYTES = 1 << 14
+
+
+def _is_skippable_frame(head: bytes) -> bool:
+    """A zstd skippable frame starts here: magic 0x184D2A50 to 0x184D2A5F (little-endian), as pzstd writes."""
+    return len(head) >= 4 and head[0] & 0xF0 == 0x50 and head[1:4] == b"\x2a\x4d\x18"
 
 
 def compression_of(path: Path) -> str | None:
@@ -49,7 +68,7 @@ def compression_of(path: Path) -> str | None:
         head = file.read(10)
     if head[:2] == b"\x1f\x8b":
         found = "gzip"
-    elif head[:4] == b"\x28\xb5\x2f\xfd":
+    elif head[:4] == _ZSTD_MAGIC or _is_skippable_frame(head):
         found = "zstd"
     elif head[:6] == b"\xfd7zXZ\x00":
         found = "xz"
@@ -58,6 +77,8 @@ def compression_of(path: Path) -> str | None:
     else:
         found = None
     named = COMPRESSION_ENDINGS.get(path.suffix.lower())
+    if named and not head:
+        raise UserError(f"{path} is empty: it holds no {named} data; remove it or recompress it")
     if named and named != found:
         raise UserError(f"{path} ends in {path.suffix} but is not {named} data; rename or recompress it")
     return found
@@ -76,20 +97,93 @@ def open_binary(path: Path) -> BinaryIO:
     compression = compression_of(path)
     if compression == "gzip":
         return gzip.open(path, "rb")
-    if compression == "bz2":
-        return bz2.open(path, "rb")
-    if compression == "xz":
-        return lzma.open(path, "rb")
+    if compression in ("bz2", "xz"):
+        decompressor = bz2.BZ2Decompressor if compression == "bz2" else lzma.LZMADecompressor
+        return io.BufferedReader(_WholeStreams(open(path, "rb"), decompressor), _READ_BYTES)
     if compression == "zstd":
         try:
             import zstandard
         except ImportError:
             raise UserError(f"reading {path} needs the `zstandard` package: pip install -r requirements.txt") from None
-        raw = open(path, "rb")
-        # Every frame: `zstd` and pzstd may write several into one file.
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
-        return io.BufferedReader(reader, _READ_BYTES)
+        return io.BufferedReader(_ZstdFrames(path, zstandard), _READ_BYTES)
     return open(path, "rb", buffering=_READ_BYTES)
+
+
+class _WholeStreams(DecompressReader):
+    """Every stream of a bz2 or xz file, as BZ2File and LZMAFile read them, but bytes after the last are refused.
+
+    Those stop silently where the bytes after a stream start no stream (their
+    `trailing_error`); with none, the decompressor's own error stops the run. A
+    stream cut short raises EOFError, as there.
+    """
+
+    def __init__(self, file: BinaryIO, decompressor):
+        super().__init__(file, decompressor, trailing_error=())
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._fp.close()
+
+
+class _ZstdFrames(io.RawIOBase):
+    """Every frame of a zstd file, decompressed in order; UserError if the last one is cut short.
+
+    libzstd's streaming reader stops silently where a cut file ends, so each frame is
+    decompressed on its own and must reach its end: `zstd` and pzstd write several
+    frames into one file, and skippable frames (which libzstd passes over, yielding
+    nothing) before or between them. Bytes after the last frame that start no frame
+    are refused by libzstd as an unknown frame descriptor.
+    """
+
+    def __init__(self, path: Path, zstandard):
+        self._path = path
+        self._file = open(path, "rb")
+        self._new_frame = zstandard.ZstdDecompressor().decompressobj
+        self._error = zstandard.ZstdError
+        self._frames = 0  # frames read whole (skippable ones too)
+        self._frame = None  # the frame being decompressed; None between frames
+        self._left = b""  # compressed bytes read past the end of the last frame
+        self._output = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._output:
+            compressed = self._left or self._file.read(_ZSTD_FEED_BYTES)
+            self._left = b""
+            if not compressed:
+                if self._frame is not None:
+                    raise UserError(
+                        f"cannot read {self._path}: corrupt or truncated compressed data (its last zstd frame is cut "
+                        "short); download or recompress it whole"
+                    )
+                return 0
+            starts_frame = self._frame is None
+            if starts_frame:
+                self._frame = self._new_frame()
+            try:
+                self._output = memoryview(self._frame.decompress(compressed))
+            except self._error:
+                if starts_frame and self._frames:  # the start of the file was checked: zstd or skippable magic
+                    raise UserError(
+                        f"cannot read {self._path}: corrupt compressed data after its zstd frame {self._frames:,} (from "
+                        f"byte {self._file.tell() - len(compressed):,}, no frame starts); remove it or recompress the file"
+                    ) from None
+                raise
+            if self._frame.eof:  # the frame ended: what follows it starts the next one
+                self._left, self._frame = self._frame.unused_data, None
+                self._frames += 1
+        count = min(len(buffer), len(self._output))
+        buffer[:count] = self._output[:count]
+        self._output = self._output[count:]
+        return count
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 def estimated_bytes(path: Path) -> int:
@@ -99,18 +193,36 @@ def estimated_bytes(path: Path) -> int:
     if compression is None:
         return size
     with open(path, "rb") as file:
-        if compression == "gzip":
+        if compression == "gzip" and size >= _GZIP_SMALLEST:  # a smaller one is cut short: the reader refuses it
             file.seek(-4, io.SEEK_END)  # ISIZE: the last member's size modulo 4 GiB
             return max(int.from_bytes(file.read(4), "little"), size)
         if compression == "zstd":
-            try:
-                import zstandard
-            except ImportError:  # the reader says what to install
-                return size * COMPRESSION_RATIO
-            recorded = zstandard.frame_content_size(file.read(18))
+            recorded = _zstd_content_size(file)
             if recorded > 0:
                 return max(recorded, size)
     return size * COMPRESSION_RATIO
+
+
+_GZIP_SMALLEST = 18  # a 10-byte header and an 8-byte trailer (CRC32, ISIZE)
+
+
+def _zstd_content_size(file: BinaryIO) -> int:
+    """The size the first data frame records, past any skippable frames; -1 if none is recorded or readable."""
+    try:
+        import zstandard
+    except ImportError:  # the reader says what to install
+        return -1
+    for _ in range(16):  # pzstd writes one skippable frame before each frame; more is no format we know
+        head = file.read(18)  # the longest frame header
+        if not _is_skippable_frame(head):
+            try:
+                return zstandard.frame_content_size(head)
+            except zstandard.ZstdError:  # a header cut short: the reader refuses the file
+                return -1
+        if len(head) < 8:
+            return -1
+        file.seek(file.tell() - len(head) + 8 + int.from_bytes(head[4:8], "little"))
+    return -1
 
 
 def _reading_failure(path: Path, error: Exception) -> UserError | None:
@@ -212,19 +324,34 @@ def json_batches(path: Path, text_column: str, source_field: str | None = None) 
         raise _reading_failure(path, error) or error from None
 
 
-def _lines(stream: BinaryIO, path: Path) -> Iterator[str]:
-    """The lines of a stream without their \\n, decoded as strict UTF-8 a block of whole lines at a time."""
-    tail, number = b"", 0
+def _blocks_of_whole_lines(stream: BinaryIO) -> Iterator[bytes]:
+    """The stream's bytes in blocks that end where a line does (the last block where the stream does), without that \\n.
+
+    Only the bytes just read are searched for a line end, and the pieces of a line
+    longer than a read are joined once it ends: linear in the line's length, where
+    rescanning what is held on every read would be quadratic.
+    """
+    pieces = []  # the start of a line that no read so far has ended
     while True:
         chunk = stream.read(_READ_BYTES)
-        data = tail + chunk
-        if not data:
+        if not chunk:
+            last = b"".join(pieces)
+            if last:  # a last line without its \n
+                yield last
             return
-        cut = data.rfind(b"\n") if chunk else len(data)
-        if cut < 0:  # no line ends in this chunk yet
-            tail = data
+        cut = chunk.rfind(b"\n")
+        if cut < 0:
+            pieces.append(chunk)
             continue
-        block, tail = data[:cut], data[cut + 1 :]
+        pieces.append(chunk[:cut])
+        yield b"".join(pieces)
+        pieces = [chunk[cut + 1 :]]
+
+
+def _lines(stream: BinaryIO, path: Path) -> Iterator[str]:
+    """The lines of a stream without their \\n, decoded as strict UTF-8 a block of whole lines at a time."""
+    number = 0
+    for block in _blocks_of_whole_lines(stream):
         if number == 0 and block.startswith(_BOM):
             block = block[len(_BOM) :]
         try:
@@ -247,12 +374,22 @@ def _line_records(stream: BinaryIO, path: Path) -> Iterator[tuple[int, object]]:
     for number, text in enumerate(_lines(stream, path), 1):
         try:
             record = loads(text)
+        except RecursionError:
+            raise _too_deep(path, f"line {number:,}") from None
         except ValueError as error:
             if not text.strip(_JSON_WHITESPACE):
                 continue  # a blank line holds no record
             reason = getattr(error, "msg", str(error))
             raise UserError(f"{path} line {number:,} is not a JSON record ({reason}); one record per line") from None
         yield number, record
+
+
+def _too_deep(path: Path, where: str) -> UserError:
+    # Python's json parses nested arrays and objects by recursion, as deep as the interpreter's limit.
+    return UserError(
+        f"{path} {where} nests arrays or objects too deeply for Python's JSON parser (more than about "
+        f"{sys.getrecursionlimit():,} levels); flatten or drop the record"
+    )
 
 
 def _array_records(stream: BinaryIO, path: Path) -> Iterator[tuple[int, object]]:
@@ -295,6 +432,8 @@ def _array_records(stream: BinaryIO, path: Path) -> Iterator[tuple[int, object]]
         next_character()
         try:
             record, end = decoder.raw_decode(state["buffer"], state["position"])
+        except RecursionError:
+            raise _too_deep(path, f"record {number:,} of its array") from None
         except json.JSONDecodeError as error:
             if state["end"]:
                 raise UserError(f"{path} record {number:,} of its array is not JSON ({error.msg})") from None

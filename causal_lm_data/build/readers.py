@@ -468,7 +468,7 @@ def _remote_parquet_batches(fs, path: str, url: str) -> Iterator[pa.Table]:
         raise UserError(f"cannot read {url} as parquet: {first_line(error)}") from None
 
 
-def _copied_batches(fs, path: str, url: str, text_column: str) -> Iterator[pa.Table]:
+def _copied_batches(fs, path: str, url: str, text_column: str, source_field: str | None = None) -> Iterator[pa.Table]:
     """A remote file of another format, copied into a temporary folder and read exactly as a local file is."""
     with tempfile.TemporaryDirectory(prefix="lm-data-remote-") as folder:
         local = Path(folder) / PurePosixPath(path).name  # the same name: its endings choose the reader
@@ -479,13 +479,17 @@ def _copied_batches(fs, path: str, url: str, text_column: str) -> Iterator[pa.Ta
         try:
             if not readable(local):
                 raise UserError(f"cannot read {url}: use one of {', '.join(DATA_FORMATS)}")
-            yield from file_batches(local, text_column)
+            yield from file_batches(local, text_column, source_field)
         except UserError as error:  # name the object, not the temporary copy
             raise UserError(str(error).replace(str(local), url)) from None
 
 
-def remote_batches(url: str, split: str, text_column: str = "text") -> tuple[Iterator[pa.Table], str]:
+def remote_batches(
+    url: str, split: str, text_column: str = "text", source_field: str | None = None
+) -> tuple[Iterator[pa.Table], str]:
     """Arrow batches of one remote file and its etag; UserError if it changes while read.
+
+    JSON records yield `source_field` too (see formats.json_batches), as a local file's do.
 
     Parquet streams from the remote (pages as they are read); other formats are
     copied to a temporary folder first (the object's size on disk, while it is read).
@@ -499,7 +503,7 @@ def remote_batches(url: str, split: str, text_column: str = "text") -> tuple[Ite
     if PurePosixPath(path).suffix.lower() == ".parquet":
         batches = _remote_parquet_batches(fs, path, url)
     else:
-        batches = _copied_batches(fs, path, url, text_column)
+        batches = _copied_batches(fs, path, url, text_column, source_field)
 
     def unchanged() -> Iterator[pa.Table]:
         yield from batches
@@ -511,9 +515,17 @@ def remote_batches(url: str, split: str, text_column: str = "text") -> tuple[Ite
 
 
 def load_batches(
-    source: Input, split: str, text_column: str = "text", data_files: Sequence[str] = (), **options
+    source: Input,
+    split: str,
+    text_column: str = "text",
+    data_files: Sequence[str] = (),
+    source_field: str | None = None,
+    **options,
 ) -> tuple[Iterator[pa.Table], str]:
     """Arrow batches of the corpus `source`, and the exact version read (for the metrics).
+
+    With `source_field`, JSON records yield that field too (parquet, CSV and Hub
+    datasets yield every column): what download.source_value filters on.
 
     A local source's files are read one after another here; the download stage reads
     them in parallel, in the same order. `options` (from `dataset_options`: a config,
@@ -529,12 +541,12 @@ def load_batches(
 
         def unchanged() -> Iterator[pa.Table]:
             for path in files:
-                yield from file_batches(path, text_column)
+                yield from file_batches(path, text_column, source_field)
             require_unchanged(pinned)  # as a remote file's etag is checked: dvc.lock must pin what was read
 
         return unchanged(), "local: hashed in dvc.lock"
     if source.kind == "remote":
-        return remote_batches(source.name, split, text_column)
+        return remote_batches(source.name, split, text_column, source_field)
     chosen = describe_options(options)
     commit = hub_commit(source.name, source.revision, "dataset", detail=f" ({chosen[2:]})" if chosen else "")
     return _datasets_batches(source.name, source.name, split, revision=commit, **options), commit
