@@ -68,8 +68,7 @@ def main() -> None:
     ordered = sorted(splits, key=lambda split: split != "validation")
 
     with (
-        replacing(args.output) as output,
-        replacing(args.dropped) as dropped,
+        replacing(args.output, args.dropped) as (output, dropped),
         tempfile.TemporaryDirectory(dir=Path(args.output).parent, prefix=".clean-scratch-") as scratch,
     ):
         scratch = Path(scratch)

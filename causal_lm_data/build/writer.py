@@ -7,6 +7,7 @@ output is in place, so a failed run changes none of them. Shards are written as
 Arrow IPC streams with their sha256 recorded in state.json.
 """
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -29,7 +30,7 @@ _companions: list[tuple[Path, Path]] | None = None
 
 
 @contextmanager
-def replacing(path) -> Iterator[Path]:
+def replacing(path, *more) -> Iterator:
     """Yield a temporary sibling of `path` to write into; it replaces `path` only on success.
 
     A failed or killed stage therefore never leaves an output that looks complete.
@@ -37,22 +38,27 @@ def replacing(path) -> Iterator[Path]:
     plots) are put in place with it, after it: all of them or none, the old output
     kept whole until the new one is in place. A second run writing the same output
     at the same time is refused, not interleaved: it would delete the first run's
-    half-written folder.
+    half-written folder. With `more` outputs, it yields one temporary each (a tuple),
+    and all of them replace theirs together, or none does.
     """
     global _companions
-    path = Path(path)
-    temporary, aside = _sibling(path, "partial"), _sibling(path, "old")
-    _refuse_link(path)
-    temporary.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(path.with_name(f".{path.name}.lock"), path), _naming(path):
-        _remove(temporary)
-        _remove(aside)  # a previous run's old output it could not delete
+    paths = [Path(path), *map(Path, more)]
+    temporaries = [_sibling(each, "partial") for each in paths]
+    for each in paths:
+        _refuse_link(each)
+    with contextlib.ExitStack() as held:
+        for each, temporary in zip(paths, temporaries):
+            temporary.parent.mkdir(parents=True, exist_ok=True)
+            held.enter_context(_exclusive(each.with_name(f".{each.name}.lock"), each))
+            held.enter_context(_naming(each))
+            _remove(temporary)
+            _remove(_sibling(each, "old"))  # a previous run's old output it could not delete
         _companions = []
         try:
-            yield temporary
-            old = _swap_in([(temporary, path), *_companions])
+            yield temporaries[0] if not more else tuple(temporaries)
+            old = _swap_in([*zip(temporaries, paths), *_companions])
         except BaseException:
-            for written in [temporary, *(new for new, _ in _companions)]:
+            for written in [*temporaries, *(new for new, _ in _companions)]:
                 _remove(written)
             raise
         finally:
