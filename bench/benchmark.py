@@ -31,7 +31,7 @@ from ruamel.yaml import YAML
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.reference import stage_command, tiktoken_gpt2  # noqa: E402
-from causal_lm_data.build.readers import builtin_documents  # noqa: E402
+from causal_lm_data.pipeline.readers import builtin_documents  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 STAGES = ("download", "tokenize", "group", "mix", "check")

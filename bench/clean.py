@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from causal_lm_data.build.clean import (  # noqa: E402
+from causal_lm_data.pipeline.clean import (  # noqa: E402
     CleanConfig,
     Clusters,
     band_keys,
@@ -35,7 +35,7 @@ from causal_lm_data.build.clean import (  # noqa: E402
     signature,
     words_of,
 )
-from causal_lm_data.build.readers import builtin_documents  # noqa: E402
+from causal_lm_data.pipeline.readers import builtin_documents  # noqa: E402
 
 
 def corpus(count: int, seed: int = 0) -> tuple[list[str], list[tuple[int, int]]]:

@@ -27,7 +27,7 @@ def stage_command(repo, stage: str) -> list[str]:
     """A stage's command as the repository's dvc.yaml writes it, run with this Python."""
     from pathlib import Path
 
-    from causal_lm_data.build.command import stage_command as dvc_stage_command
+    from causal_lm_data.pipeline.command import stage_command as dvc_stage_command
 
     words = dvc_stage_command(Path(repo) / "dvc.yaml", stage, Path(repo) / "params.yaml")
     return [sys.executable if word == "python" else word for word in words]

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.benchmark import clone, measure, set_param  # noqa: E402
 from bench.reference import stage_command  # noqa: E402
-from causal_lm_data.build.readers import builtin_documents  # noqa: E402
+from causal_lm_data.pipeline.readers import builtin_documents  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 NANOGPT_SHARD_TOKENS = 100_000_000  # build-nanogpt's fineweb.py shard size

@@ -3,7 +3,7 @@
     from causal_lm_data import make_dataloader
     loader = make_dataloader("data/grouped", batch_size=8)
 
-Names are imported on first use, so `import causal_lm_data.build...` (the DVC
+Names are imported on first use, so `import causal_lm_data.pipeline...` (the DVC
 stages) does not load torch, and a training process that builds a loader loads
 numpy, pyarrow and torch, nothing of the write side (the batches are computed in
 numpy; torch is their boundary, causal_lm_data.torch_loader).

@@ -40,7 +40,7 @@ Rules the loader relies on (and checks before it reads):
   {"tokenizer": its name, "tokenizer_sha256": the sha256 of its tokenizer.json,
   "add_bos", "add_eos"}. Corpora mixed into one recipe must share the tokenizer.
 
-Writing is causal_lm_data.build.writer's; this module only reads.
+Writing is causal_lm_data.pipeline.writer's; this module only reads.
 """
 
 import functools

@@ -517,7 +517,7 @@ def from_params(path=None, params_file=None, **options):
 
 def loader_params(params_file: Path) -> dict:
     """The validated `loader` section of `params_file`, parsed as DVC parses it (YAML 1.2, not PyYAML's 1.1)."""
-    from causal_lm_data.build.params import load_params  # the stages' reader: numpy-free, imports ruamel.yaml to read
+    from causal_lm_data.pipeline.params import load_params  # the stages' reader: numpy-free, imports ruamel.yaml to read
 
     try:
         import ruamel.yaml  # noqa: F401 (only to fail here in one line: a loader-only install has no YAML parser)

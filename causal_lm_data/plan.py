@@ -24,7 +24,7 @@ from causal_lm_data.errors import UserError
 
 GOLDEN = (math.sqrt(5) - 1) / 2  # 0.618...: the stride that spreads a source's extra blocks most evenly
 
-# The corpus-name rule, as causal_lm_data.build.params applies it to params.yaml (the read side
+# The corpus-name rule, as causal_lm_data.pipeline.params applies it to params.yaml (the read side
 # imports nothing of the write side; tests/test_mixture_strict.py checks the two agree). A name
 # names folders and DVC stages (corpus-download@NAME): DVC splits a stage name at its '@'.
 CORPUS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")

@@ -218,7 +218,7 @@ def render(folder: Folder, row: Row, decoder: Decoder | None, ids: bool, tokens:
 
 def default_tokenizer(folder: Path) -> tuple[str, str]:
     """The tokenizer params.yaml names (`tokenize` section): of the repository holding `folder`, else the current folder's."""
-    from causal_lm_data.build.params import PARAMS_FILE, load_params
+    from causal_lm_data.pipeline.params import PARAMS_FILE, load_params
 
     repository = next((parent for parent in Path(folder).resolve().parents if (parent / PARAMS_FILE).is_file()), None)
     params_file = repository / PARAMS_FILE if repository else PARAMS_FILE

@@ -6,7 +6,7 @@
 The output is a raw folder, shard for shard (an untouched shard is the same file,
 hard-linked), so with every step off data/clean is data/raw. data/dropped lists each
 dropped document (split, shard, row, reason, and the document it duplicates). The
-decisions are causal_lm_data.build.clean's.
+decisions are causal_lm_data.pipeline.clean's.
 """
 
 import tempfile
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from causal_lm_data.build.clean import (
+from causal_lm_data.pipeline.clean import (
     CODE,
     KEPT,
     REASONS,
@@ -26,12 +26,12 @@ from causal_lm_data.build.clean import (
     judge_split,
     write_split,
 )
-from causal_lm_data.build.command import arguments, run_stage
-from causal_lm_data.build.executor import worker_count
-from causal_lm_data.build.params import load_params
-from causal_lm_data.build.progress import over_splits
-from causal_lm_data.build.raw import SCHEMA
-from causal_lm_data.build.writer import replacing, split_metrics, write_csv, write_dataset, write_json, write_split_names
+from causal_lm_data.pipeline.command import arguments, run_stage
+from causal_lm_data.pipeline.executor import worker_count
+from causal_lm_data.pipeline.params import load_params
+from causal_lm_data.pipeline.progress import over_splits
+from causal_lm_data.pipeline.raw import SCHEMA
+from causal_lm_data.pipeline.writer import replacing, split_metrics, write_csv, write_dataset, write_json, write_split_names
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import split_names
 

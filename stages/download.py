@@ -11,19 +11,19 @@ training split's, the held-out split's under `validation` (as in every stage's
 metrics). A local corpus (a file, or a folder read whole) is converted in parallel,
 files and parquet row groups being the units of work; the built-in corpus, remote
 files and Hub datasets stream through one process. Readers
-are causal_lm_data.build.readers', the work per shard causal_lm_data.build.raw's.
+are causal_lm_data.pipeline.readers', the work per shard causal_lm_data.pipeline.raw's.
 """
 
 import shutil
 
-from causal_lm_data.build.command import arguments, run_stage
-from causal_lm_data.build.executor import worker_count
-from causal_lm_data.build.formats import format_of
-from causal_lm_data.build.inputs import pin_local, require_unchanged, resolve_input
-from causal_lm_data.build.params import load_params
-from causal_lm_data.build.progress import Progress, all_splits, over_splits
-from causal_lm_data.build.raw import SCHEMA, cleaned_pieces, convert_files, held_out, masked, new_counts, source_filter
-from causal_lm_data.build.readers import (
+from causal_lm_data.pipeline.command import arguments, run_stage
+from causal_lm_data.pipeline.executor import worker_count
+from causal_lm_data.pipeline.formats import format_of
+from causal_lm_data.pipeline.inputs import pin_local, require_unchanged, resolve_input
+from causal_lm_data.pipeline.params import load_params
+from causal_lm_data.pipeline.progress import Progress, all_splits, over_splits
+from causal_lm_data.pipeline.raw import SCHEMA, cleaned_pieces, convert_files, held_out, masked, new_counts, source_filter
+from causal_lm_data.pipeline.readers import (
     BUILTIN_CORPUS,
     dataset_options,
     describe_options,
@@ -31,7 +31,7 @@ from causal_lm_data.build.readers import (
     local_files,
     parquet_row_groups,
 )
-from causal_lm_data.build.writer import replacing, split_metrics, write_dataset, write_json, write_split_names
+from causal_lm_data.pipeline.writer import replacing, split_metrics, write_dataset, write_json, write_split_names
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import read_batches
 

@@ -6,18 +6,18 @@ As dvc.yaml runs it:
     python -m stages.group --params group --input data/tokenized --output data/grouped \
         --metrics metrics/group.json --tokens-plot plots/group_tokens.csv
 
-The work per output shard is causal_lm_data.build.grouped's; what the block folder
+The work per output shard is causal_lm_data.pipeline.grouped's; what the block folder
 holds is specified in causal_lm_data.format.
 """
 
 from pathlib import Path
 
-from causal_lm_data.build.command import arguments, run_stage
-from causal_lm_data.build.executor import worker_count
-from causal_lm_data.build.grouped import group_split
-from causal_lm_data.build.params import load_params
-from causal_lm_data.build.progress import over_splits
-from causal_lm_data.build.writer import replacing, split_metrics, write_csv, write_json, write_split_names
+from causal_lm_data.pipeline.command import arguments, run_stage
+from causal_lm_data.pipeline.executor import worker_count
+from causal_lm_data.pipeline.grouped import group_split
+from causal_lm_data.pipeline.params import load_params
+from causal_lm_data.pipeline.progress import over_splits
+from causal_lm_data.pipeline.writer import replacing, split_metrics, write_csv, write_json, write_split_names
 from causal_lm_data.format import PROVENANCE, read_provenance, split_names
 
 

@@ -21,9 +21,9 @@ Reads only the folders' indexes, never their data.
 import os
 from pathlib import Path
 
-from causal_lm_data.build.command import arguments, run_stage
-from causal_lm_data.build.params import MAIN_CORPUS, load_params
-from causal_lm_data.build.writer import write_csv, write_json
+from causal_lm_data.pipeline.command import arguments, run_stage
+from causal_lm_data.pipeline.params import MAIN_CORPUS, load_params
+from causal_lm_data.pipeline.writer import write_csv, write_json
 from causal_lm_data.errors import UserError, quoted
 from causal_lm_data.format import read_provenance, read_schema, shards, split_folder
 from causal_lm_data.plan import check_mixture_params, plan_mixture, target_shares

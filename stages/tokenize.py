@@ -6,19 +6,19 @@ As dvc.yaml runs it:
     python -m stages.tokenize --params tokenize --input data/raw --output data/tokenized \
         --metrics metrics/tokenize.json --lengths-plot plots/document_lengths.csv --tokens-plot plots/tokenize_tokens.csv
 
-The work per shard is causal_lm_data.build.tokenized's; the tokenizer is
+The work per shard is causal_lm_data.pipeline.tokenized's; the tokenizer is
 causal_lm_data.tokenizer's. Metrics and plots describe the training split; a
 validation split's counts sit beside them.
 """
 
 from pathlib import Path
 
-from causal_lm_data.build.command import arguments, run_stage
-from causal_lm_data.build.executor import worker_count
-from causal_lm_data.build.params import load_params
-from causal_lm_data.build.progress import Progress, over_splits
-from causal_lm_data.build.tokenized import first_documents, kept_rows, length_rows, pinned_encoder, tokenize_split
-from causal_lm_data.build.writer import replacing, split_metrics, write_csv, write_json, write_split_names
+from causal_lm_data.pipeline.command import arguments, run_stage
+from causal_lm_data.pipeline.executor import worker_count
+from causal_lm_data.pipeline.params import load_params
+from causal_lm_data.pipeline.progress import Progress, over_splits
+from causal_lm_data.pipeline.tokenized import first_documents, kept_rows, length_rows, pinned_encoder, tokenize_split
+from causal_lm_data.pipeline.writer import replacing, split_metrics, write_csv, write_json, write_split_names
 from causal_lm_data.format import PROVENANCE, shards, split_names
 from causal_lm_data.tokenizer import NO_PROOF_CACHE
 

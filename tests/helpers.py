@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from causal_lm_data.build.command import stage_command as dvc_stage_command
-from causal_lm_data.build.writer import write_index, write_shard
+from causal_lm_data.pipeline.command import stage_command as dvc_stage_command
+from causal_lm_data.pipeline.writer import write_index, write_shard
 from causal_lm_data.format import read_table, shard_name
 
 # No machine running the tests reaches the Hugging Face Hub: fail at once instead of retrying.
@@ -335,7 +335,7 @@ def assert_engine_exact(encoder, reference, documents):
 def write_three_corpora(root: Path) -> Path:
     """Three grouped folders of 16-token blocks (61, 23 and 7 blocks; corpus k's ids in [1000k, 1000k + 1000))
     and a plan over them with weights 2:1:1, as the mix stage writes it; returns the plan's path."""
-    from causal_lm_data.build.grouped import group_split
+    from causal_lm_data.pipeline.grouped import group_split
     from causal_lm_data.plan import plan_mixture
 
     rng = np.random.default_rng(0)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from causal_lm_data.build.clean import (
+from causal_lm_data.pipeline.clean import (
     MERSENNE,
     CleanConfig,
     band_keys,
@@ -18,7 +18,7 @@ from causal_lm_data.build.clean import (
     simplify,
     words_of,
 )
-from causal_lm_data.build.writer import write_index, write_shard
+from causal_lm_data.pipeline.writer import write_index, write_shard
 from causal_lm_data.format import read_table, shard_name, split_names
 from tests.helpers import REPO, run, stage_in, write_params
 
@@ -33,7 +33,7 @@ def write_raw(folder: Path, documents: list[str], per_shard: int = 400) -> None:
     """A raw folder (download's format) of `documents`, cut into shards of `per_shard`."""
     import pyarrow as pa
 
-    from causal_lm_data.build.raw import SCHEMA
+    from causal_lm_data.pipeline.raw import SCHEMA
 
     folder.mkdir(parents=True)
     pieces = [documents[i : i + per_shard] for i in range(0, len(documents), per_shard)]
@@ -90,7 +90,7 @@ def test_signature_is_datatroves_definition(downloaded):
     assert len(texts) == 12
     a, b = permutations(config)
     for text in texts:
-        from causal_lm_data.build.clean import ngram_hashes
+        from causal_lm_data.pipeline.clean import ngram_hashes
 
         ours = signature(ngram_hashes(words_of(text), config.near_ngram), a, b)
         assert ours.tolist() == reference_signature(text, config)

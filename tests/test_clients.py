@@ -168,7 +168,7 @@ def test_worker_processes_start_without_reading_the_data(tmp_path, monkeypatch):
     """Workers (spawned, as on macOS and Python 3.14's Linux default) map the data; only the parent hashes it."""
     import pyarrow as pa
 
-    from causal_lm_data.build.writer import write_dataset
+    from causal_lm_data.pipeline.writer import write_dataset
 
     block_size, blocks = 1024, 64 * 1024  # 128 MiB of uint16, far more than a worker's imports read
     schema = pa.schema([("input_ids", pa.list_(pa.uint16(), block_size))])

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from bench.lab1_reference import group_texts
-from causal_lm_data.build.inputs import Input
-from causal_lm_data.build.params import load_params, validate
-from causal_lm_data.build.readers import builtin_documents, dataset_options, load_batches, local_files
+from causal_lm_data.pipeline.inputs import Input
+from causal_lm_data.pipeline.params import load_params, validate
+from causal_lm_data.pipeline.readers import builtin_documents, dataset_options, load_batches, local_files
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import read_table
 from causal_lm_data.tokenizer import load_tokenizer

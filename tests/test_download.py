@@ -4,9 +4,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from causal_lm_data.build.inputs import Input
-from causal_lm_data.build.raw import held_out, text_of
-from causal_lm_data.build.readers import builtin_documents, load_batches
+from causal_lm_data.pipeline.inputs import Input
+from causal_lm_data.pipeline.raw import held_out, text_of
+from causal_lm_data.pipeline.readers import builtin_documents, load_batches
 from causal_lm_data.errors import UserError
 from tests.helpers import write_imdb_like_repo
 
@@ -98,8 +98,8 @@ def test_held_out_documents_are_a_seeded_exact_share():
 
 def test_a_parquet_file_converts_in_parallel_into_the_same_shards(tmp_path, monkeypatch):
     """Row groups of every size (one all empty, one larger than a shard) give identical shards for 1 and 2 workers."""
-    from causal_lm_data.build.progress import Progress
-    from causal_lm_data.build.raw import convert_files, new_counts
+    from causal_lm_data.pipeline.progress import Progress
+    from causal_lm_data.pipeline.raw import convert_files, new_counts
     from causal_lm_data.format import read_table, shards
 
     documents = [f"document {i} " * (i % 37) for i in range(3_000)]  # every 37th is empty
@@ -120,8 +120,8 @@ def test_a_parquet_file_converts_in_parallel_into_the_same_shards(tmp_path, monk
     assert read_table(tmp_path / "raw-2", "download").column("text").to_pylist() == [d for d in documents if d]
     assert counts[0]["empty_documents_skipped"] == documents.count("")
     # The last row group (1,750 documents, ~6.9 shards of text) is cut in 7 equal parts, not 6 shards and a sliver.
-    from causal_lm_data.build.raw import local_tasks
-    from causal_lm_data.build.readers import parquet_row_groups
+    from causal_lm_data.pipeline.raw import local_tasks
+    from causal_lm_data.pipeline.readers import parquet_row_groups
 
     tasks = local_tasks([path], tmp_path, "text", 64 << 10)
     sizes = [size for _, size in parquet_row_groups(path)]
@@ -147,7 +147,7 @@ def test_a_hub_layout_folder_of_parquet_files_converts_in_parallel_like_the_stre
         )
     (repo / "plain_text" / "train-00000-of-00001.parquet").unlink()
     streamed = [text for batch in local_batches(repo) for text in text_of(batch, "text")[0].to_pylist()]
-    from causal_lm_data.build.readers import local_files
+    from causal_lm_data.pipeline.readers import local_files
 
     files = local_files(Input("local", str(repo), "main"), "train").files
     assert [file.name for file in files] == ["train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]

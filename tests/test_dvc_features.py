@@ -6,7 +6,7 @@ from collections import Counter
 import datasets
 import pytest
 
-from causal_lm_data.build.readers import builtin_documents
+from causal_lm_data.pipeline.readers import builtin_documents
 from causal_lm_data.loader import make_dataloader
 from tests.helpers import run
 

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from causal_lm_data.build.inputs import Input, resolve_input
-from causal_lm_data.build.raw import text_of
-from causal_lm_data.build.readers import load_batches
+from causal_lm_data.pipeline.inputs import Input, resolve_input
+from causal_lm_data.pipeline.raw import text_of
+from causal_lm_data.pipeline.readers import load_batches
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import shards
 from tests.helpers import (
@@ -172,7 +172,7 @@ def test_broken_compressed_files_are_one_line(tmp_path, monkeypatch):
         UserError, match="reading .*pile.jsonl.zst needs the `zstandard` package: pip install -r requirements.txt"
     ):
         read_local(tmp_path / "pile.jsonl.zst")
-    from causal_lm_data.build.raw import local_tasks
+    from causal_lm_data.pipeline.raw import local_tasks
 
     assert len(local_tasks([tmp_path / "pile.jsonl.zst"], tmp_path, "text", 1 << 20)) == 1  # planned, then refused by the reader
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from causal_lm_data.build.grouped import block_layout, group_split
+from causal_lm_data.pipeline.grouped import block_layout, group_split
 from causal_lm_data.format import read_table, shards
 from tests.helpers import write_tokenized
 

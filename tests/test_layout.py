@@ -104,7 +104,7 @@ def test_the_loader_imports_nothing_of_the_write_side():
         "ruamel",
     }  # (torch itself loads tqdm)
     assert loaded & build_side == set()
-    assert not [name for name in loaded if name.startswith(("causal_lm_data.build", "stages"))]
+    assert not [name for name in loaded if name.startswith(("causal_lm_data.pipeline", "stages"))]
 
 
 def test_a_stage_other_than_check_does_not_import_the_loader():
@@ -140,7 +140,7 @@ def test_download_of_a_parquet_corpus_does_not_import_pandas(tmp_path):
     pq.write_table(pa.table({"text": ["a document", "", "another one"]}), tmp_path / "corpus.parquet")
     write_params(tmp_path, **local(tmp_path / "corpus.parquet"))
     loaded = imported_at_run_time(stage_command("download", tmp_path), tmp_path, PYTHONPATH=str(REPO))
-    assert "causal_lm_data.build.raw" in loaded and "pandas" not in loaded
+    assert "causal_lm_data.pipeline.raw" in loaded and "pandas" not in loaded
 
 
 def test_importing_the_loader_does_not_import_torch():

@@ -232,7 +232,7 @@ def test_validation_serves_every_corpus_in_order_or_one_alone(tmp_path):
     import json
 
     from causal_lm_data import make_dataloader
-    from causal_lm_data.build.grouped import group_split
+    from causal_lm_data.pipeline.grouped import group_split
     from tests.helpers import write_tokenized
 
     sources = []

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from causal_lm_data.build.grouped import group_split
+from causal_lm_data.pipeline.grouped import group_split
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import FolderError
 from causal_lm_data.loader import Permutation, make_numpy_loader
@@ -261,7 +261,7 @@ def test_the_untampered_plan_and_a_missing_one(real_plan, tmp_path):
 
 def test_the_plan_and_params_share_the_corpus_name_rule():
     from causal_lm_data import plan
-    from causal_lm_data.build import params
+    from causal_lm_data.pipeline import params
 
     assert plan.CORPUS_NAME.pattern == params.CORPUS_NAME.pattern
 

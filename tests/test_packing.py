@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from causal_lm_data.build.grouped import group_split
+from causal_lm_data.pipeline.grouped import group_split
 from causal_lm_data.loader import IGNORE_INDEX, Blocks, make_dataloader
 from tests.helpers import write_tokenized
 
@@ -99,7 +99,7 @@ def test_a_llama_sees_each_document_on_its_own(packed, attention):
 def test_position_ids_need_a_folder_with_document_starts(tmp_path):
     import pyarrow as pa
 
-    from causal_lm_data.build.writer import write_dataset
+    from causal_lm_data.pipeline.writer import write_dataset
 
     schema = pa.schema([("input_ids", pa.list_(pa.uint16(), 4))])
     write_dataset(

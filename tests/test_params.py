@@ -4,7 +4,7 @@ import json
 import pytest
 import yaml
 
-from causal_lm_data.build.params import load_params, validate
+from causal_lm_data.pipeline.params import load_params, validate
 from causal_lm_data.errors import UserError
 from tests.helpers import REPO, run
 

@@ -1,6 +1,6 @@
 import io
 
-from causal_lm_data.build.progress import Progress
+from causal_lm_data.pipeline.progress import Progress
 
 
 class Terminal(io.StringIO):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from causal_lm_data.build.readers import builtin_documents
+from causal_lm_data.pipeline.readers import builtin_documents
 from causal_lm_data.tokenizer import (
     NO_PROOF_CACHE,
     PROOF_ENTRY_BYTES,
@@ -95,7 +95,7 @@ def test_a_huge_sample_document_costs_what_a_short_one_does(tmp_path, documents)
     ~5 s before it was cut; now the proof's peak is the same as with a short one."""
     script = (
         "import resource, sys, time\n"
-        "from causal_lm_data.build.readers import builtin_documents\n"
+        "from causal_lm_data.pipeline.readers import builtin_documents\n"
         "from causal_lm_data.tokenizer import load_encoder\n"
         "huge = ' '.join(builtin_documents())[:5_000_000]\n"
         "load_encoder('distilgpt2', sample=['Hello world'])\n"  # the engines' own memory, once
@@ -246,7 +246,7 @@ def test_an_unreadable_entry_is_proven_again(proven):
                 os.chown(path, 65534, 65534)
             prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
         script = (
-            "from causal_lm_data.build.readers import builtin_documents\n"
+            "from causal_lm_data.pipeline.readers import builtin_documents\n"
             "from causal_lm_data.tokenizer import load_encoder\n"
             "encoder = load_encoder('distilgpt2', sample=list(builtin_documents())[:1000])\n"
             "print(encoder.engine, encoder.proof_reused)\n"
@@ -308,7 +308,7 @@ def test_a_missing_local_path_is_one_line_naming_its_param_whatever_the_input(tm
 
 
 def test_a_corpus_local_path_names_the_corpus_and_a_control_character_is_escaped(tmp_path):
-    from causal_lm_data.build.inputs import resolve_input
+    from causal_lm_data.pipeline.inputs import resolve_input
     from causal_lm_data.errors import UserError
 
     params = {"dataset": "local", "local_path": str(tmp_path / "typo\x1b[2J.parquet"), "revision": "main"}

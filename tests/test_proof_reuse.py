@@ -9,7 +9,7 @@ import pytest
 from tokenizers import AddedToken
 
 import causal_lm_data.tokenizer as tokenizer_module
-from causal_lm_data.build.readers import builtin_documents
+from causal_lm_data.pipeline.readers import builtin_documents
 from causal_lm_data.tokenizer import (
     NO_PROOF_CACHE,
     PROBE,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
-from causal_lm_data.build.params import validate
+from causal_lm_data.pipeline.params import validate
 from tests.helpers import ENV, REPO, clone_repo, run
 
 README = (REPO / "README.md").read_text()

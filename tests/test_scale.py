@@ -30,7 +30,7 @@ def test_outputs_are_identical_for_any_worker_count_and_on_a_dask_cluster(tmp_pa
     """All three parallel stages; with parquet, download's row groups run on the executor too."""
     corpus = None
     if source == "parquet":  # the built-in documents in 17 row groups of 1,500 (~0.7 MB each)
-        from causal_lm_data.build.readers import builtin_documents
+        from causal_lm_data.pipeline.readers import builtin_documents
 
         corpus = tmp_path / "corpus.parquet"
         pq.write_table(pa.table({"text": list(builtin_documents())}), corpus, row_group_size=1_500)
@@ -70,7 +70,7 @@ def test_shards_keep_the_meaning_of_grouping(built_repo, tmp_path):
 
 def test_push_moves_only_the_shards_that_changed(tmp_path):
     """Appending documents to a local corpus changes the last shards only; `dvc push` sends just those."""
-    from causal_lm_data.build.readers import builtin_documents
+    from causal_lm_data.pipeline.readers import builtin_documents
 
     repo = small_shards(clone_repo(tmp_path / "repo"))
     corpus = tmp_path / "corpus.txt"

@@ -142,7 +142,7 @@ def test_huge_max_length_keeps_the_plot_small(built_repo, tmp_path):
 
 def test_two_runs_of_one_stage_at_once(tmp_path):
     """The second is refused with one line while the first holds the output; the result is intact."""
-    from causal_lm_data.build.readers import builtin_documents
+    from causal_lm_data.pipeline.readers import builtin_documents
 
     (tmp_path / "corpus.txt").write_text("\n".join(list(builtin_documents()) * 3) + "\n")
     assert stage_in(tmp_path, "download", **local(tmp_path / "corpus.txt")).returncode == 0

@@ -2,8 +2,8 @@ import datasets
 import pyarrow as pa
 import pytest
 
-from causal_lm_data.build.command import explain
-from causal_lm_data.build.writer import replacing, write_dataset
+from causal_lm_data.pipeline.command import explain
+from causal_lm_data.pipeline.writer import replacing, write_dataset
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import read_batches, shard_name, shards
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pyarrow as pa
 
-from causal_lm_data.build.tokenized import id_type, shape_documents, to_list_array
+from causal_lm_data.pipeline.tokenized import id_type, shape_documents, to_list_array
 
 
 def test_ids_use_the_smallest_unsigned_type():

@@ -3,7 +3,7 @@
 Empty documents are skipped and counted; text that is not valid UTF-8 is refused
 naming its row; `held_out` picks a validation split.
 
-A local corpus (a file, or a folder read whole: causal_lm_data.build.readers.local_files) is
+A local corpus (a file, or a folder read whole: causal_lm_data.pipeline.readers.local_files) is
 converted in parallel: consecutive row groups of parquet, or consecutive other files
 (JSON lines, text, CSV, compressed or not), of about download.shard_mb make one task
 (`convert_task`, a pure function any executor runs), so its shards depend only on
@@ -19,11 +19,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from causal_lm_data.build.executor import map_shards
-from causal_lm_data.build.formats import estimated_bytes, format_of
-from causal_lm_data.build.progress import Progress
-from causal_lm_data.build.readers import file_batches, parquet_batches, parquet_row_groups
-from causal_lm_data.build.writer import name_shards, write_shards
+from causal_lm_data.pipeline.executor import map_shards
+from causal_lm_data.pipeline.formats import estimated_bytes, format_of
+from causal_lm_data.pipeline.progress import Progress
+from causal_lm_data.pipeline.readers import file_batches, parquet_batches, parquet_row_groups
+from causal_lm_data.pipeline.writer import name_shards, write_shards
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import as_numpy
 

@@ -7,7 +7,7 @@ tokenize.add_bos / add_eos ask for them. Tokenization itself happens in
 `causal_lm_data.tokenizer` (`Encoder`).
 
 Each shard of the raw folder becomes the shard of the tokenized folder with the same number,
-through `tokenize_shard`, a pure function that any executor runs (causal_lm_data.build.executor:
+through `tokenize_shard`, a pure function that any executor runs (causal_lm_data.pipeline.executor:
 PIPELINE_WORKERS processes, or a Dask cluster): the output is identical whatever runs it.
 """
 
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from causal_lm_data.build.executor import map_shards
-from causal_lm_data.build.inputs import hub_commit, resolve_input
-from causal_lm_data.build.progress import Progress
-from causal_lm_data.build.writer import from_numpy, write_index, write_shard
+from causal_lm_data.pipeline.executor import map_shards
+from causal_lm_data.pipeline.inputs import hub_commit, resolve_input
+from causal_lm_data.pipeline.progress import Progress
+from causal_lm_data.pipeline.writer import from_numpy, write_index, write_shard
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import Shard, shard_name, shards, split_names
 from causal_lm_data.tokenizer import BUILTIN_TOKENIZERS, Encoder, load_encoder, tokenizer_fingerprint

@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from causal_lm_data.build.executor import map_shards
-from causal_lm_data.build.writer import write_index, write_shard
+from causal_lm_data.pipeline.executor import map_shards
+from causal_lm_data.pipeline.writer import write_index, write_shard
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import Shard, shard_name, shards
 
@@ -374,8 +374,8 @@ def config_of(params: dict, section: str) -> CleanConfig:
 
 def held_out_texts(path: Path, text_column: str, section: str) -> Iterator[str]:
     """Every document of the held-out file, or of every data file under the folder (sorted), for decontamination."""
-    from causal_lm_data.build.raw import text_of
-    from causal_lm_data.build.readers import file_batches, readable
+    from causal_lm_data.pipeline.raw import text_of
+    from causal_lm_data.pipeline.readers import file_batches, readable
 
     if not path.exists():
         raise UserError(f"'{section}.decontaminate_path' names {path}, which does not exist; point it at the held-out texts")

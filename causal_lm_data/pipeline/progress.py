@@ -40,7 +40,7 @@ class Progress:
 
 
 def all_splits(metrics: dict, key: str) -> int:
-    """metrics[key] summed over the splits of a stage's metrics (causal_lm_data.build.writer.split_metrics:
+    """metrics[key] summed over the splits of a stage's metrics (causal_lm_data.pipeline.writer.split_metrics:
     the training split's counts, a held-out split's under `validation`)."""
     return metrics[key] + metrics.get("validation", {}).get(key, 0)
 

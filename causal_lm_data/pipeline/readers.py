@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from causal_lm_data.build.formats import (
+from causal_lm_data.pipeline.formats import (
     BATCH_DOCUMENTS,
     COMPRESSION_ENDINGS,
     JSON_ENDINGS,
@@ -25,7 +25,7 @@ from causal_lm_data.build.formats import (
     json_batches,
     text_batches,
 )
-from causal_lm_data.build.inputs import Input, hub_commit, pin_local, require_unchanged
+from causal_lm_data.pipeline.inputs import Input, hub_commit, pin_local, require_unchanged
 from causal_lm_data.errors import UserError, first_line, printable, quoted
 
 BUILTIN_CORPUS = "sotu-paragraphs"

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from causal_lm_data.build.executor import map_shards
-from causal_lm_data.build.writer import from_numpy, write_index, write_shard
+from causal_lm_data.pipeline.executor import map_shards
+from causal_lm_data.pipeline.writer import from_numpy, write_index, write_shard
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import Shard, as_numpy, count_list_values, read_schema, shard_name, shards
 
