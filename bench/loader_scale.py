@@ -30,9 +30,9 @@ import pyarrow as pa
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from causal_lm_data.format import Shard, shard_name  # noqa: E402
 from causal_lm_data.pipeline.grouped import BlockShardTask, batch_and_shard_blocks, group_shard  # noqa: E402
 from causal_lm_data.pipeline.writer import write_index, write_shard  # noqa: E402
-from causal_lm_data.format import Shard, shard_name  # noqa: E402
 
 SHARD_BYTES = 64 << 20
 

@@ -22,9 +22,9 @@ import pyarrow as pa
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from causal_lm_data.format import shard_name  # noqa: E402
 from causal_lm_data.pipeline.grouped import group_split  # noqa: E402
 from causal_lm_data.pipeline.writer import write_index, write_shard  # noqa: E402
-from causal_lm_data.format import shard_name  # noqa: E402
 from causal_lm_data.plan import plan_mixture  # noqa: E402
 
 BLOCK = 128

@@ -27,7 +27,7 @@ MARK = "\u27e6"  # ⟦ starts every line this command writes about the data (hea
 MARK_END = "\u27e7"  # ⟧
 TEXT = "\u2502 "  # │ starts every line of a document's text
 # The stage that writes each folder of this repository's pipeline, named in errors.
-STAGES = {"raw": "download", "tokenized": "tokenize", "grouped": "group"}
+STAGES = {"raw": "download", "clean": "clean", "tokenized": "tokenize", "grouped": "group"}
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from causal_lm_data.blocks import BlockArrays, BlockOrder
 from causal_lm_data.errors import quoted
-from causal_lm_data.loader import BlockArrays, BlockOrder
-from causal_lm_data.mixture import MixedArrays, MixtureOrder, mixture_dataset_and_sampler
+from causal_lm_data.mixed import MixedArrays, MixtureOrder, mixture_dataset_and_sampler
 
 
 def as_tensors(batch: dict) -> dict:

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from causal_lm_data.pipeline.command import arguments, run_stage
-from causal_lm_data.pipeline.params import load_params
-from causal_lm_data.pipeline.writer import write_json
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import split_names
 from causal_lm_data.loader import BlockArrays, make_numpy_loader
 from causal_lm_data.mixture import read_plan
+from causal_lm_data.pipeline.command import arguments, run_stage
+from causal_lm_data.pipeline.params import load_params
+from causal_lm_data.pipeline.writer import write_json
 
 
 def check_batch(batch: dict, batch_size: int, block_size: int) -> None:

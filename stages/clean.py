@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from causal_lm_data.errors import UserError
+from causal_lm_data.format import split_names
 from causal_lm_data.pipeline.clean import (
     CODE,
     KEPT,
@@ -32,8 +34,6 @@ from causal_lm_data.pipeline.params import load_params
 from causal_lm_data.pipeline.progress import over_splits
 from causal_lm_data.pipeline.raw import SCHEMA
 from causal_lm_data.pipeline.writer import replacing, split_metrics, write_csv, write_dataset, write_json, write_split_names
-from causal_lm_data.errors import UserError
-from causal_lm_data.format import split_names
 
 DROPPED_SCHEMA = pa.schema(
     [

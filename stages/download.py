@@ -16,6 +16,8 @@ are causal_lm_data.pipeline.readers', the work per shard causal_lm_data.pipeline
 
 import shutil
 
+from causal_lm_data.errors import UserError
+from causal_lm_data.format import read_batches
 from causal_lm_data.pipeline.command import arguments, run_stage
 from causal_lm_data.pipeline.executor import worker_count
 from causal_lm_data.pipeline.formats import format_of
@@ -32,8 +34,6 @@ from causal_lm_data.pipeline.readers import (
     parquet_row_groups,
 )
 from causal_lm_data.pipeline.writer import replacing, split_metrics, write_dataset, write_json, write_split_names
-from causal_lm_data.errors import UserError
-from causal_lm_data.format import read_batches
 
 
 def main() -> None:

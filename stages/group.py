@@ -12,13 +12,13 @@ holds is specified in causal_lm_data.format.
 
 from pathlib import Path
 
+from causal_lm_data.format import PROVENANCE, read_provenance, split_names
 from causal_lm_data.pipeline.command import arguments, run_stage
 from causal_lm_data.pipeline.executor import worker_count
 from causal_lm_data.pipeline.grouped import group_split
 from causal_lm_data.pipeline.params import load_params
 from causal_lm_data.pipeline.progress import over_splits
 from causal_lm_data.pipeline.writer import replacing, split_metrics, write_csv, write_json, write_split_names
-from causal_lm_data.format import PROVENANCE, read_provenance, split_names
 
 
 def main() -> None:

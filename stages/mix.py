@@ -21,11 +21,11 @@ Reads only the folders' indexes, never their data.
 import os
 from pathlib import Path
 
+from causal_lm_data.errors import UserError, quoted
+from causal_lm_data.format import read_provenance, read_schema, shards, split_folder
 from causal_lm_data.pipeline.command import arguments, run_stage
 from causal_lm_data.pipeline.params import MAIN_CORPUS, load_params
 from causal_lm_data.pipeline.writer import write_csv, write_json
-from causal_lm_data.errors import UserError, quoted
-from causal_lm_data.format import read_provenance, read_schema, shards, split_folder
 from causal_lm_data.plan import check_mixture_params, plan_mixture, target_shares
 
 DVC_FILE = "dvc.yaml"  # where DVC, running a stage in its folder, took the stage from

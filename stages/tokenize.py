@@ -13,13 +13,13 @@ validation split's counts sit beside them.
 
 from pathlib import Path
 
+from causal_lm_data.format import PROVENANCE, shards, split_names
 from causal_lm_data.pipeline.command import arguments, run_stage
 from causal_lm_data.pipeline.executor import worker_count
 from causal_lm_data.pipeline.params import load_params
 from causal_lm_data.pipeline.progress import Progress, over_splits
 from causal_lm_data.pipeline.tokenized import first_documents, kept_rows, length_rows, pinned_encoder, tokenize_split
 from causal_lm_data.pipeline.writer import replacing, split_metrics, write_csv, write_json, write_split_names
-from causal_lm_data.format import PROVENANCE, shards, split_names
 from causal_lm_data.tokenizer import NO_PROOF_CACHE
 
 
@@ -32,8 +32,8 @@ def main() -> None:
         print(f"tokenize: encoding with transformers, the exact path ({encoder.fallback})")
     if encoder.proof_reused:
         print(f"tokenize: fastokens' exactness proof reused from {encoder.proof_reused} ({NO_PROOF_CACHE}=1 proves it again)")
-    splits = split_names(args.input, "download")
-    progress = Progress("tokenize", total=sum(s.rows for split in splits for s in shards(Path(args.input, split), "download")))
+    splits = split_names(args.input, "clean")
+    progress = Progress("tokenize", total=sum(s.rows for split in splits for s in shards(Path(args.input, split), "clean")))
 
     with replacing(args.output) as output:
         results = {split: tokenize_split(Path(args.input, split), output / split, encoder, params, progress) for split in splits}

@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from causal_lm_data.format import read_table, shard_name
 from causal_lm_data.pipeline.command import stage_command as dvc_stage_command
 from causal_lm_data.pipeline.writer import write_index, write_shard
-from causal_lm_data.format import read_table, shard_name
 
 # No machine running the tests reaches the Hugging Face Hub: fail at once instead of retrying.
 os.environ["HF_HUB_OFFLINE"] = "1"

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from causal_lm_data.format import read_table, shard_name, split_names
 from causal_lm_data.pipeline.clean import (
     MERSENNE,
     CleanConfig,
@@ -19,7 +20,6 @@ from causal_lm_data.pipeline.clean import (
     words_of,
 )
 from causal_lm_data.pipeline.writer import write_index, write_shard
-from causal_lm_data.format import read_table, shard_name, split_names
 from tests.helpers import REPO, run, stage_in, write_params
 
 STEPS = ("nfc", "whitespace", "casefold")

@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+from causal_lm_data.errors import UserError
 from causal_lm_data.pipeline import formats
 from causal_lm_data.pipeline.formats import estimated_bytes, json_batches, text_batches
 from causal_lm_data.pipeline.inputs import Input
 from causal_lm_data.pipeline.raw import local_tasks
 from causal_lm_data.pipeline.readers import file_batches, load_batches, parquet_row_groups
-from causal_lm_data.errors import UserError
 from tests.helpers import (
     BUCKET,
     CREDENTIALS,

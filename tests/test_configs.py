@@ -13,11 +13,11 @@ import pytest
 import yaml
 
 from bench.lab1_reference import group_texts
+from causal_lm_data.errors import UserError
+from causal_lm_data.format import read_table
 from causal_lm_data.pipeline.inputs import Input
 from causal_lm_data.pipeline.params import load_params, validate
 from causal_lm_data.pipeline.readers import builtin_documents, dataset_options, load_batches, local_files
-from causal_lm_data.errors import UserError
-from causal_lm_data.format import read_table
 from causal_lm_data.tokenizer import load_tokenizer
 from tests.helpers import REPO, metrics, run, set_download_params, stage_command, stage_error
 

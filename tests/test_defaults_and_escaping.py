@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
-from causal_lm_data.pipeline.command import stage_command
 from causal_lm_data.errors import UserError
 from causal_lm_data.loader import from_params, make_dataloader, make_numpy_loader
+from causal_lm_data.pipeline.command import stage_command
 from tests.helpers import ENV, REPO, run
 
 # Makes `yaml` and `ruamel` unimportable, as in a loader-only install (numpy, pyarrow, torch).

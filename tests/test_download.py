@@ -4,10 +4,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from causal_lm_data.errors import UserError
 from causal_lm_data.pipeline.inputs import Input
 from causal_lm_data.pipeline.raw import held_out, text_of
 from causal_lm_data.pipeline.readers import builtin_documents, load_batches
-from causal_lm_data.errors import UserError
 from tests.helpers import write_imdb_like_repo
 
 
@@ -98,9 +98,9 @@ def test_held_out_documents_are_a_seeded_exact_share():
 
 def test_a_parquet_file_converts_in_parallel_into_the_same_shards(tmp_path, monkeypatch):
     """Row groups of every size (one all empty, one larger than a shard) give identical shards for 1 and 2 workers."""
+    from causal_lm_data.format import read_table, shards
     from causal_lm_data.pipeline.progress import Progress
     from causal_lm_data.pipeline.raw import convert_files, new_counts
-    from causal_lm_data.format import read_table, shards
 
     documents = [f"document {i} " * (i % 37) for i in range(3_000)]  # every 37th is empty
     documents[1_000:1_200] = [""] * 200

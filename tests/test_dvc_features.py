@@ -6,8 +6,8 @@ from collections import Counter
 import datasets
 import pytest
 
-from causal_lm_data.pipeline.readers import builtin_documents
 from causal_lm_data.loader import make_dataloader
+from causal_lm_data.pipeline.readers import builtin_documents
 from tests.helpers import run
 
 

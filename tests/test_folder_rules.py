@@ -11,11 +11,11 @@ import shutil
 import pyarrow as pa
 import pytest
 
-from causal_lm_data.pipeline.command import explain
-from causal_lm_data.pipeline.grouped import group_split
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import read_schema, shard_name, shards, split_names
 from causal_lm_data.loader import make_dataloader
+from causal_lm_data.pipeline.command import explain
+from causal_lm_data.pipeline.grouped import group_split
 from tests.helpers import assert_clean_failure, documents, run, stage_in, write_tokens
 
 BLOCK_SIZE = 16

@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+from causal_lm_data.errors import UserError
+from causal_lm_data.format import shards
 from causal_lm_data.pipeline.inputs import Input, resolve_input
 from causal_lm_data.pipeline.raw import text_of
 from causal_lm_data.pipeline.readers import load_batches
-from causal_lm_data.errors import UserError
-from causal_lm_data.format import shards
 from tests.helpers import (
     REPO,
     assert_clean_failure,

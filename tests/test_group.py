@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from causal_lm_data.pipeline.grouped import block_layout, group_split
 from causal_lm_data.format import read_table, shards
+from causal_lm_data.pipeline.grouped import block_layout, group_split
 from tests.helpers import write_tokenized
 
 

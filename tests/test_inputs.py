@@ -5,8 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from causal_lm_data.pipeline.inputs import Input, looks_like_path, resolve_input
 from causal_lm_data.errors import UserError
+from causal_lm_data.pipeline.inputs import Input, looks_like_path, resolve_input
 from causal_lm_data.tokenizer import load_tokenizer
 from tests.helpers import metrics, run
 

@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from causal_lm_data.errors import UserError
 from causal_lm_data.pipeline.inputs import Input, pin_local, require_unchanged
 from causal_lm_data.pipeline.params import validate
 from causal_lm_data.pipeline.readers import local_files
-from causal_lm_data.errors import UserError
 from tests.helpers import DEFAULTS, ENV, assert_clean_failure, local, metrics, raw_texts, run, stage_in
 
 # Waits until download has started writing (its partial folder exists), then changes the corpus:

@@ -7,8 +7,8 @@ import torch
 import yaml
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from causal_lm_data.pipeline.writer import write_dataset
 from causal_lm_data.loader import BlockBatches, Blocks, make_dataloader
+from causal_lm_data.pipeline.writer import write_dataset
 
 BLOCK_SIZE = 16
 BLOCKS = 100

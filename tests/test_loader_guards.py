@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from causal_lm_data.pipeline.grouped import group_split
 from causal_lm_data.errors import UserError
 from causal_lm_data.loader import BlockBatches, Blocks, make_dataloader, make_numpy_loader
+from causal_lm_data.pipeline.grouped import group_split
 from tests.helpers import documents, write_tokens
 
 BLOCK_SIZE = 16

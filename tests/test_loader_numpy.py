@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from causal_lm_data.pipeline.grouped import group_split
 from causal_lm_data.loader import make_dataloader, make_numpy_loader
+from causal_lm_data.pipeline.grouped import group_split
 from tests.helpers import REPO, run, write_three_corpora, write_tokenized
 
 BLOCK_SIZE = 16

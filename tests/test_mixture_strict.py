@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from causal_lm_data.pipeline.grouped import group_split
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import FolderError
 from causal_lm_data.loader import Permutation, make_numpy_loader
 from causal_lm_data.mixture import MixtureOrder, read_plan
+from causal_lm_data.pipeline.grouped import group_split
 from causal_lm_data.plan import MAX_EPOCH_BLOCKS, Plan, Schedule, apportion, plan_mixture, source_key
 from tests.helpers import stage_in, write_tokenized
 

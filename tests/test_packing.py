@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from causal_lm_data.pipeline.grouped import group_split
 from causal_lm_data.loader import IGNORE_INDEX, Blocks, make_dataloader
+from causal_lm_data.pipeline.grouped import group_split
 from tests.helpers import write_tokenized
 
 BLOCK_SIZE = 32

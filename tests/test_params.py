@@ -4,8 +4,8 @@ import json
 import pytest
 import yaml
 
-from causal_lm_data.pipeline.params import load_params, validate
 from causal_lm_data.errors import UserError
+from causal_lm_data.pipeline.params import load_params, validate
 from tests.helpers import REPO, run
 
 DEFAULTS = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -308,8 +308,8 @@ def test_a_missing_local_path_is_one_line_naming_its_param_whatever_the_input(tm
 
 
 def test_a_corpus_local_path_names_the_corpus_and_a_control_character_is_escaped(tmp_path):
-    from causal_lm_data.pipeline.inputs import resolve_input
     from causal_lm_data.errors import UserError
+    from causal_lm_data.pipeline.inputs import resolve_input
 
     params = {"dataset": "local", "local_path": str(tmp_path / "typo\x1b[2J.parquet"), "revision": "main"}
     with pytest.raises(UserError) as raised:

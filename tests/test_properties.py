@@ -15,10 +15,10 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from causal_lm_data.pipeline.command import run_stage
-from causal_lm_data.pipeline.params import MAY_BE_EMPTY, SCHEMA, validate
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import read_table
+from causal_lm_data.pipeline.command import run_stage
+from causal_lm_data.pipeline.params import MAY_BE_EMPTY, SCHEMA, validate
 from causal_lm_data.tokenizer import load_tokenizer
 from stages import download, group, tokenize
 from tests.helpers import REPO, stage_command

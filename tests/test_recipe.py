@@ -28,6 +28,7 @@ def test_a_two_corpus_recipe_plans_mixes_and_changes_a_weight_alone(repo, tmp_pa
     # Adding a corpus runs its own stages, the plan and the check: main's stages stay as they are.
     assert ran(run(["dvc", "repro"], cwd=repo).stdout) == {
         "corpus-download@speeches",
+        "corpus-clean@speeches",
         "corpus-tokenize@speeches",
         "corpus-group@speeches",
         "mix",

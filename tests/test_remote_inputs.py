@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from causal_lm_data.pipeline.inputs import Input, resolve_input
-from causal_lm_data.pipeline.readers import load_batches
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import read_table
+from causal_lm_data.pipeline.inputs import Input, resolve_input
+from causal_lm_data.pipeline.readers import load_batches
 from tests.helpers import (
     BUCKET,
     CREDENTIALS,

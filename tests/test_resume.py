@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from causal_lm_data.pipeline.grouped import group_split
 from causal_lm_data.loader import BlockBatches, Permutation, make_dataloader
+from causal_lm_data.pipeline.grouped import group_split
 from tests.helpers import REPO, block_ids, run, write_three_corpora, write_tokenized
 
 BLOCK_SIZE = 16

@@ -2,10 +2,10 @@ import datasets
 import pyarrow as pa
 import pytest
 
-from causal_lm_data.pipeline.command import explain
-from causal_lm_data.pipeline.writer import replacing, write_dataset
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import read_batches, shard_name, shards
+from causal_lm_data.pipeline.command import explain
+from causal_lm_data.pipeline.writer import replacing, write_dataset
 
 DATA_FILE = shard_name(0, 1)
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from causal_lm_data.pipeline.readers import builtin_documents
 from causal_lm_data.errors import UserError
+from causal_lm_data.pipeline.readers import builtin_documents
 from causal_lm_data.tokenizer import PROBE, Encoder, load_encoder, load_tokenizer
 from tests import tokenizer_folders
 from tests.helpers import assert_engine_exact

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from tokenizers import AddedToken, normalizers
 
-from causal_lm_data.pipeline.readers import builtin_documents
 from causal_lm_data.errors import UserError
+from causal_lm_data.pipeline.readers import builtin_documents
 from causal_lm_data.tokenizer import (
     PROBE,
     Encoder,

@@ -36,10 +36,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from causal_lm_data.pipeline.executor import map_shards
-from causal_lm_data.pipeline.writer import write_index, write_shard
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import Shard, shard_name, shards
+from causal_lm_data.pipeline.executor import map_shards
+from causal_lm_data.pipeline.writer import write_index, write_shard
 
 KEPT = 0
 # reason code -> name, in the order the steps apply; the metrics and data/dropped use the names

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from causal_lm_data.pipeline.executor import map_shards
-from causal_lm_data.pipeline.writer import from_numpy, write_index, write_shard
 from causal_lm_data.errors import UserError
 from causal_lm_data.format import Shard, as_numpy, count_list_values, read_schema, shard_name, shards
+from causal_lm_data.pipeline.executor import map_shards
+from causal_lm_data.pipeline.writer import from_numpy, write_index, write_shard
 
 BATCH_BYTES = 8 << 20  # token ids per record batch of a shard: 8 MB (32,768 blocks of 128 uint16 ids)
 

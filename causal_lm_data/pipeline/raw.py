@@ -19,13 +19,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from causal_lm_data.errors import UserError
+from causal_lm_data.format import as_numpy
 from causal_lm_data.pipeline.executor import map_shards
 from causal_lm_data.pipeline.formats import estimated_bytes, format_of
 from causal_lm_data.pipeline.progress import Progress
 from causal_lm_data.pipeline.readers import file_batches, parquet_batches, parquet_row_groups
 from causal_lm_data.pipeline.writer import name_shards, write_shards
-from causal_lm_data.errors import UserError
-from causal_lm_data.format import as_numpy
 
 SCHEMA = pa.schema([("text", pa.string())])
 PIECE_BYTES = 8 << 20  # text per record batch at most: 8 MB (or 1/8 of a shard), so shards stay near their size

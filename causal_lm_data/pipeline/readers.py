@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from causal_lm_data.errors import UserError, first_line, printable, quoted
 from causal_lm_data.pipeline.formats import (
     BATCH_DOCUMENTS,
     COMPRESSION_ENDINGS,
@@ -26,7 +27,6 @@ from causal_lm_data.pipeline.formats import (
     text_batches,
 )
 from causal_lm_data.pipeline.inputs import Input, hub_commit, pin_local, require_unchanged
-from causal_lm_data.errors import UserError, first_line, printable, quoted
 
 BUILTIN_CORPUS = "sotu-paragraphs"
 # CSV files are read by the `datasets` csv builder with options that read them as text

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from causal_lm_data.errors import UserError
+from causal_lm_data.format import Shard, shard_name, shards, split_names
 from causal_lm_data.pipeline.executor import map_shards
 from causal_lm_data.pipeline.inputs import hub_commit, resolve_input
 from causal_lm_data.pipeline.progress import Progress
 from causal_lm_data.pipeline.writer import from_numpy, write_index, write_shard
-from causal_lm_data.errors import UserError
-from causal_lm_data.format import Shard, shard_name, shards, split_names
 from causal_lm_data.tokenizer import BUILTIN_TOKENIZERS, Encoder, load_encoder, tokenizer_fingerprint
 
 # The document-length plot has LENGTH_POINTS points, up to twice max_length (16 tokens
@@ -138,7 +138,7 @@ def tokenize_split(source, target, encoder: Encoder, params: dict, progress: Pro
     # Absolute paths: a worker on a cluster runs in another directory (same shared file system).
     source, target = Path(source).resolve(), Path(target).resolve()
     target.mkdir(parents=True)
-    inputs = shards(source, stage="download")
+    inputs = shards(source, stage="clean")
     tasks = [
         ShardTask(
             shard,
@@ -170,7 +170,7 @@ def first_documents(source, count: int = 1000) -> list[str]:
     a damaged file still stops the stage before anything is written, and one that cannot be
     read here is checked now, to name it.
     """
-    shard = shards(Path(source, split_names(source, "download")[0]), stage="download")[0]
+    shard = shards(Path(source, split_names(source, "clean")[0]), stage="clean")[0]
     try:
         for batch in shard.batches(verify=False):
             return batch.column("text").slice(0, count).to_pylist()
