@@ -334,3 +334,12 @@ def test_a_json_line_of_many_reads_takes_linear_time_as_a_text_line_does(tmp_pat
     monkeypatch.setattr(formats, "_READ_BYTES", 1 << 14)
     json_seconds, text_seconds = json_and_text_seconds(tmp_path, long_line_files(tmp_path, 8))
     assert json_seconds < 3 * text_seconds, (json_seconds, text_seconds)
+
+
+def test_the_stage_refuses_a_deeply_nested_record_in_one_line(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "part-0.jsonl").write_bytes(jsonl(lines_of(50)))
+    (folder / "part-1.jsonl").write_bytes(jsonl(lines_of(50)) + b"[" * 100_000 + b"]" * 100_000 + b"\n")
+    result = stage_in(tmp_path, "download", **local(folder))
+    assert_clean_failure(result, tmp_path, "data/raw", "part-1.jsonl line 51 nests arrays or objects too deeply")
