@@ -41,6 +41,7 @@ PAGES = [
     "docs/inputs.md",
     "docs/tokenization.md",
     "docs/recipes.md",
+    "docs/cleaning.md",
     "docs/folder-format.md",
     "docs/scaling.md",
     "docs/tests.md",
