@@ -84,9 +84,22 @@ def write_params(workdir, **changes) -> None:
 
 
 def stage_in(workdir, stage, **changes):
-    """Run one stage's command (as dvc.yaml writes it) in workdir, with params.yaml changed as given."""
+    """Run one stage's command (as dvc.yaml writes it) in workdir, with params.yaml changed as given.
+
+    tokenize reads what clean writes: when workdir holds data/raw, clean runs first (with the
+    default params it links data/raw's files into data/clean), so a test that downloads then
+    tokenizes reads what it downloaded.
+    """
     write_params(workdir, **changes)
-    return run(stage_command(stage, workdir), cwd=workdir, check=False, PYTHONPATH=str(REPO))
+    if stage == "tokenize" and (Path(workdir) / "data" / "raw").exists():
+        cleaned = run(stage_command("clean", workdir), cwd=workdir, check=False, PYTHONPATH=str(REPO))
+        if cleaned.returncode != 0:
+            return cleaned
+    command = stage_command(stage, workdir)
+    if stage == "mix":  # each corpus of the recipe, as dvc.yaml names it (README: a recipe)
+        corpora = yaml.safe_load((Path(workdir) / "params.yaml").read_text()).get("corpora") or {}
+        command += [f"--corpus={name}=data/corpora/{name}/grouped" for name in corpora]
+    return run(command, cwd=workdir, check=False, PYTHONPATH=str(REPO))
 
 
 def assert_clean_failure(result, workdir, output, message):

@@ -12,7 +12,7 @@ import yaml
 from causal_lm_data.errors import UserError
 from causal_lm_data.loader import from_params, make_dataloader, make_numpy_loader
 from causal_lm_data.pipeline.command import stage_command
-from tests.helpers import ENV, REPO, run
+from tests.helpers import ENV, REPO, add_to_mix, run
 
 # Makes `yaml` and `ruamel` unimportable, as in a loader-only install (numpy, pyarrow, torch).
 WITHOUT_YAML = """
@@ -40,6 +40,7 @@ def test_with_no_path_the_loader_serves_the_recipe_the_check_stage_validated(rep
     params["mixture"]["weights"] = {"main": 3, "letters": 1}
     params["mixture"]["max_repetition"] = 20
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    add_to_mix(repo, "letters")
     run(["dvc", "repro"], cwd=repo)  # the corpus' stages, mix and check: the plan is validated
 
     monkeypatch.chdir(repo)
@@ -73,7 +74,7 @@ def test_with_the_default_params_no_path_still_serves_data_grouped_exactly(repo,
 def test_a_broken_plan_is_named_not_skipped(repo, monkeypatch):
     monkeypatch.chdir(repo)
     (repo / "data" / "mix.json").write_text("{not json")
-    with pytest.raises(UserError, match=r"mix.json is not a mixture plan .*; rebuild it with the mix stage"):
+    with pytest.raises(UserError, match=r"mix.json is not a mixture plan .*; rebuild it with the 'mix' stage"):
         make_dataloader()
 
 

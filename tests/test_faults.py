@@ -83,13 +83,13 @@ def assert_one_line(result, *fragments):
 
 
 def test_a_full_disk_is_one_line_and_leaves_nothing(built_repo, tmp_path):
-    raw = built_repo / "data" / "raw"
-    raw_bytes = sum(path.stat().st_size for path in raw.rglob("*"))
-    with mounted_tmpfs(tmp_path / "data", raw_bytes + (1 << 20)):  # room for 1 MB of the 4.6 MB output
-        shutil.copytree(raw, tmp_path / "data" / "raw")
+    clean = built_repo / "data" / "clean"  # tokenize's input
+    clean_bytes = sum(path.stat().st_size for path in clean.rglob("*"))
+    with mounted_tmpfs(tmp_path / "data", clean_bytes + (1 << 20)):  # room for 1 MB of the 4.6 MB output
+        shutil.copytree(clean, tmp_path / "data" / "clean")
         result = stage_in(tmp_path, "tokenize")
         assert_one_line(result, "data/tokenized: the disk is full; free space and run again")
-        assert sorted(p.name for p in (tmp_path / "data").iterdir() if not p.name.endswith(".lock")) == ["raw"]
+        assert sorted(p.name for p in (tmp_path / "data").iterdir() if not p.name.endswith(".lock")) == ["clean"]
 
 
 def test_a_read_only_data_folder_is_one_line(tmp_path):
@@ -109,7 +109,7 @@ def test_a_read_only_metrics_folder_is_one_line_and_keeps_no_output(built_repo, 
 
 def test_a_permission_error_is_one_line(built_repo, tmp_path):
     """An immutable folder refuses even root (chattr +i on ext4): EPERM."""
-    shutil.copytree(built_repo / "data" / "raw", tmp_path / "data" / "raw")
+    shutil.copytree(built_repo / "data" / "clean", tmp_path / "data" / "clean")
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     if subprocess.run(["chattr", "+i", str(tmp_path / "data")], capture_output=True).returncode != 0:
         pytest.skip("chattr +i is not supported on this file system")
