@@ -86,15 +86,16 @@ def write_params(workdir, **changes) -> None:
 def stage_in(workdir, stage, **changes):
     """Run one stage's command (as dvc.yaml writes it) in workdir, with params.yaml changed as given.
 
-    tokenize reads what clean writes: when workdir holds data/raw, clean runs first (with the
-    default params it links data/raw's files into data/clean), so a test that downloads then
-    tokenizes reads what it downloaded.
+    tokenize reads what clean writes: when workdir holds a data/raw newer than its data/clean,
+    clean runs first (with the default params it links data/raw's files into data/clean), so
+    a test that downloads then tokenizes reads what it downloaded.
     """
     write_params(workdir, **changes)
-    if stage == "tokenize" and (Path(workdir) / "data" / "raw").exists():
-        cleaned = run(stage_command("clean", workdir), cwd=workdir, check=False, PYTHONPATH=str(REPO))
-        if cleaned.returncode != 0:
-            return cleaned
+    raw, cleaned = Path(workdir) / "data" / "raw", Path(workdir) / "data" / "clean"
+    if stage == "tokenize" and raw.exists() and (not cleaned.exists() or cleaned.stat().st_mtime_ns < raw.stat().st_mtime_ns):
+        result = run(stage_command("clean", workdir), cwd=workdir, check=False, PYTHONPATH=str(REPO))
+        if result.returncode != 0:
+            return result
     command = stage_command(stage, workdir)
     if stage == "mix":  # each corpus of the recipe, as dvc.yaml names it (README: a recipe)
         corpora = yaml.safe_load((Path(workdir) / "params.yaml").read_text()).get("corpora") or {}

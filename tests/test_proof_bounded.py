@@ -118,6 +118,7 @@ def proven(tmp_path_factory):
     """A folder where download ran, and the tokenize stage's outputs and proof entry made by proving once."""
     workdir = tmp_path_factory.mktemp("proof-bounded")
     assert stage_in(workdir, "download").returncode == 0
+    assert stage_in(workdir, "clean").returncode == 0  # tokenize's input
     write_params(workdir)
     stdout, outputs = tokenize(workdir, workdir / "xdg")
     [entry] = (workdir / "xdg" / "causal-lm-data" / "proofs").iterdir()

@@ -186,6 +186,7 @@ def test_an_unproven_tokenizer_still_falls_back_and_nothing_is_kept(cache, docum
 
 def test_the_stage_reuses_the_proof_and_writes_the_same_bytes(tmp_path):
     assert stage_in(tmp_path, "download").returncode == 0
+    assert stage_in(tmp_path, "clean").returncode == 0  # tokenize's input
     write_params(tmp_path)
     outputs = ["data/tokenized", "metrics/tokenize.json", "plots/document_lengths.csv", "plots/tokenize_tokens.csv"]
 

@@ -20,7 +20,7 @@ from causal_lm_data.format import read_table
 from causal_lm_data.pipeline.command import run_stage
 from causal_lm_data.pipeline.params import MAY_BE_EMPTY, SCHEMA, validate
 from causal_lm_data.tokenizer import load_tokenizer
-from stages import download, group, tokenize
+from stages import clean, download, group, tokenize
 from tests.helpers import REPO, stage_command
 
 DEFAULTS = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -117,14 +117,14 @@ def test_any_corpus_gives_reference_blocks_or_one_error_line(reference_tokenizer
         usable = len(stream) // block_size * block_size
         expected = [stream[i : i + block_size] for i in range(0, usable, block_size)]
 
-        errors = {stage.__name__: run_in(work, stage) for stage in (download, tokenize, group)}
+        errors = {stage.__name__: run_in(work, stage) for stage in (download, clean, tokenize, group)}
         event("blocks" if expected and None not in documents else "an error")
         if None in documents:
             assert "missing (null) documents" in errors["stages.download"]
         elif not texts:
             assert "no non-empty documents" in errors["stages.download"]
         elif not expected:
-            assert errors["stages.download"] is None and errors["stages.tokenize"] is None
+            assert errors["stages.download"] is None and errors["stages.clean"] is None and errors["stages.tokenize"] is None
             assert "fewer than one block" in errors["stages.group"]
         else:
             assert set(errors.values()) == {None}, errors
@@ -133,7 +133,7 @@ def test_any_corpus_gives_reference_blocks_or_one_error_line(reference_tokenizer
             return
         failed = next(error for error in errors.values() if error is not None)
         assert failed.startswith("error: ") and failed.count("\n") == 1, failed
-        outputs = {"stages.download": "raw", "stages.tokenize": "tokenized", "stages.group": "grouped"}
+        outputs = {"stages.download": "raw", "stages.clean": "clean", "stages.tokenize": "tokenized", "stages.group": "grouped"}
         failed_stage = next(name for name, error in errors.items() if error is not None)
         assert not (work / "data" / outputs[failed_stage]).exists()
         assert [p.name for p in (work / "data").iterdir() if "partial" in p.name] == []

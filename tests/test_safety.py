@@ -55,7 +55,7 @@ def test_a_prompt_never_blocks_a_run(built_repo, tmp_path):
     """On a terminal transformers would ask [y/N] for remote code; the stage must refuse at once instead."""
     marker = tmp_path / "code-ran"
     write_remote_code_tokenizer(tmp_path / "evil", marker)
-    shutil.copytree(built_repo / "data" / "raw", tmp_path / "data" / "raw")
+    shutil.copytree(built_repo / "data" / "clean", tmp_path / "data" / "clean")  # tokenize's input
     params = (REPO / "params.yaml").read_text().replace("tokenizer: distilgpt2", "tokenizer: local")
     params = params.replace("  local_path: inputs\n  # Hub tokenizers", f"  local_path: {tmp_path / 'evil'}\n  # Hub tokenizers")
     (tmp_path / "params.yaml").write_text(params)

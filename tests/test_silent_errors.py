@@ -146,6 +146,7 @@ def test_two_runs_of_one_stage_at_once(tmp_path):
 
     (tmp_path / "corpus.txt").write_text("\n".join(list(builtin_documents()) * 3) + "\n")
     assert stage_in(tmp_path, "download", **local(tmp_path / "corpus.txt")).returncode == 0
+    assert stage_in(tmp_path, "clean", **local(tmp_path / "corpus.txt")).returncode == 0  # tokenize's input
     # The first run encodes ~78,000 documents through transformers (a SentencePiece
     # tokenizer): many seconds, so the second, with the fast built-in GPT-2, arrives mid-write.
     mistral = tokenizer_folders.mistral_v01(tmp_path / "mistral")
