@@ -119,9 +119,8 @@ class Places:
 
     def __init__(self, shard_rows: list[tuple[str, int]]):
         self.splits = [split for split, _ in shard_rows]
-        self.numbers = []
-        for position, (split, _) in enumerate(shard_rows):
-            self.numbers.append(sum(1 for earlier, _ in shard_rows[:position] if earlier == split))
+        # a shard's number within its split (the splits' shards come one split after another)
+        self.numbers = [self.splits[:position].count(split) for position, split in enumerate(self.splits)]
         self.starts = np.cumsum([0] + [rows for _, rows in shard_rows])
 
     def __getitem__(self, position: int) -> tuple[str, int, int]:

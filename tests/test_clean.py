@@ -215,23 +215,17 @@ def test_jaccard_check_keeps_pairs_below_its_threshold(workdir):
     assert sum(documents[copy] not in kept for _, copy in pairs) >= 0.95 * len(pairs)
 
 
+def outputs(workdir: Path) -> dict:
+    """Every file the clean stage writes, by path."""
+    files = [p for d in ("data/clean", "data/dropped") for p in sorted((workdir / d).rglob("*")) if p.is_file()]
+    return {p.relative_to(workdir): p.read_bytes() for p in [*files, workdir / "metrics/clean.json"]}
+
+
 def test_outputs_are_identical_at_one_and_two_workers(workdir):
     clean(workdir, exact=True, near=True, min_words=3, workers=1)
-    first = {
-        p.relative_to(workdir): p.read_bytes()
-        for d in ("data/clean", "data/dropped")
-        for p in (workdir / d).rglob("*")
-        if p.is_file()
-    }
-    metrics = (workdir / "metrics/clean.json").read_bytes()
+    first = outputs(workdir)
     clean(workdir, exact=True, near=True, min_words=3, workers=2)
-    second = {
-        p.relative_to(workdir): p.read_bytes()
-        for d in ("data/clean", "data/dropped")
-        for p in (workdir / d).rglob("*")
-        if p.is_file()
-    }
-    assert first == second and (workdir / "metrics/clean.json").read_bytes() == metrics
+    assert outputs(workdir) == first
 
 
 def test_decontamination_drops_training_documents_sharing_an_ngram(workdir):
@@ -265,3 +259,26 @@ def test_bad_params_are_one_line_before_any_work(workdir, params, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert not (workdir / "data/clean").exists()
+
+
+def test_a_held_out_folder_is_read_by_downloads_folder_rule(workdir, tmp_path):
+    """Its data files are read (README-like files aside); a link out of it, or a file of no format, is refused by name."""
+    train = texts_of(workdir / "data/raw")["train"]
+    quoted = next(t for t in train if len(words_of(t)) > 40)
+    folder = workdir / "inputs" / "evals"
+    folder.mkdir()
+    (folder / "README.md").write_text("# eval sets\n")
+    (folder / "eval.jsonl").write_text(json.dumps({"text": " ".join(quoted.split()[5:18])}) + "\n")
+    clean(workdir, decontaminate=True, decontaminate_path=str(folder))
+    assert quoted not in set(texts_of(workdir / "data/clean")["train"])
+
+    outside = tmp_path / "elsewhere.jsonl"
+    outside.write_text(json.dumps({"text": "held out elsewhere"}) + "\n")
+    (folder / "linked.jsonl").symlink_to(outside)
+    result = clean(workdir, check=False, decontaminate=True, decontaminate_path=str(folder))
+    assert result.returncode == 1 and "linked.jsonl" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    (folder / "linked.jsonl").unlink()
+
+    (folder / "scores.xlsx").write_bytes(b"PK\x03\x04")
+    result = clean(workdir, check=False, decontaminate=True, decontaminate_path=str(folder))
+    assert result.returncode == 1 and "scores.xlsx" in result.stderr and "no readable format" in result.stderr

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from causal_lm_data.errors import UserError
+from causal_lm_data.errors import UserError, printable
 from causal_lm_data.format import Shard, shard_name, shards
 from causal_lm_data.pipeline.executor import map_shards
 from causal_lm_data.pipeline.writer import write_index, write_shard
@@ -78,10 +78,6 @@ class CleanConfig:
     @property
     def hashes(self) -> int:
         return self.near_bands * self.near_rows
-
-    @property
-    def active(self) -> bool:
-        return bool(self.min_words or self.max_words or self.exact or self.near)
 
 
 def simplify(text: str) -> str:
@@ -373,13 +369,24 @@ def config_of(params: dict, section: str) -> CleanConfig:
 
 
 def held_out_texts(path: Path, text_column: str, section: str) -> Iterator[str]:
-    """Every document of the held-out file, or of every data file under the folder (sorted), for decontamination."""
+    """Every document of the held-out file, or of every data file of the folder (sorted), for decontamination.
+
+    A folder is listed by download's one rule (readers.folder_files: hidden names skipped, links
+    out of it refused); a file of no readable format other than README/LICENSE-like ones is refused,
+    naming it, as download refuses it: decontamination must not silently skip an eval set.
+    """
     from causal_lm_data.pipeline.raw import text_of
-    from causal_lm_data.pipeline.readers import file_batches, readable
+    from causal_lm_data.pipeline.readers import file_batches, folder_files, is_not_data, readable
 
     if not path.exists():
         raise UserError(f"'{section}.decontaminate_path' names {path}, which does not exist; point it at the held-out texts")
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and readable(p))
+    listed = [path] if path.is_file() else [path / name for name in folder_files(path).files]
+    files = [file for file in listed if readable(file)]
+    unread = [str(file) for file in listed if file not in files and not is_not_data(file.name)]
+    if unread:
+        raise UserError(
+            f"'{section}.decontaminate_path' holds files of no readable format: {', '.join(map(printable, unread))}; remove them"
+        )
     if not files:
         raise UserError(f"'{section}.decontaminate_path' ({path}) holds no data file to read the held-out texts from")
     for file in files:
