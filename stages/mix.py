@@ -23,7 +23,7 @@ from pathlib import Path
 
 from causal_lm_data.errors import UserError, quoted
 from causal_lm_data.format import read_provenance, read_schema, shards, split_folder
-from causal_lm_data.pipeline.command import arguments, run_stage
+from causal_lm_data.pipeline.command import arguments, run_stage, stage_definition
 from causal_lm_data.pipeline.params import MAIN_CORPUS, load_params
 from causal_lm_data.pipeline.writer import write_csv, write_json
 from causal_lm_data.plan import check_mixture_params, plan_mixture, target_shares
@@ -64,10 +64,7 @@ def check_recipe(given: dict[str, Path], recipe: list[str], stage: str) -> None:
 def undeclared_folders(stage: str, folders: list[Path], dvc_file: Path) -> tuple[list[Path], list[str]]:
     """The folders read that `stage` of `dvc_file` does not list in its deps, and the deps besides its code
     (.py) that it does not read: each one makes `dvc status` wrong (a change missed, or a re-run for nothing)."""
-    import yaml
-
-    definition = yaml.safe_load(dvc_file.read_text())["stages"][stage]
-    deps = [Path(dep) for dep in definition.get("deps", [])]
+    deps = [Path(dep) for dep in stage_definition(dvc_file, stage).get("deps", [])]
     missing = [folder for folder in folders if folder not in deps]
     extra = [str(dep) for dep in deps if dep.suffix != ".py" and dep not in folders]
     return missing, extra

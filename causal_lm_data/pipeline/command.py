@@ -76,12 +76,19 @@ def arguments(description: str, *paths: str, repeated: tuple[str, ...] = ()) -> 
     return parser.parse_args()
 
 
+def stage_definition(dvc_yaml, stage: str) -> dict:
+    """`stage` as `dvc_yaml` defines it (cmd, deps, outs...), parsed as DVC parses it."""
+    from ruamel.yaml import YAML  # YAML 1.2, as DVC: PyYAML's 1.1 reads `block_size: 010` as 8
+
+    return YAML(typ="safe").load(Path(dvc_yaml).read_text())["stages"][stage]
+
+
 def stage_command(dvc_yaml, stage: str, params_file) -> list[str]:
     """The command of `stage` as `dvc_yaml` writes it, with its ${params} filled from `params_file`: how
     tests and benchmarks run one stage exactly as `dvc repro` does."""
-    from ruamel.yaml import YAML  # as DVC parses both files (YAML 1.2): PyYAML's 1.1 reads `block_size: 010` as 8
+    from ruamel.yaml import YAML
 
-    command = YAML(typ="safe").load(Path(dvc_yaml).read_text())["stages"][stage]["cmd"]
+    command = stage_definition(dvc_yaml, stage)["cmd"]
     params = YAML(typ="safe").load(Path(params_file).read_text()) if Path(params_file).exists() else {}
     words = []
     for word in shlex.split(command):
